@@ -1,0 +1,110 @@
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+/// Version of the message set; the agent reports it in `HelloAck`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Opens a session. The agent echoes `nonce` so the host can tell the answer
+/// to this `Hello` from a stale one left in the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub nonce: u64,
+    pub host_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    pub nonce: u64,
+    pub protocol: u32,
+    pub agent_version: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel_release: String,
+}
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program and arguments; the program is looked up on `PATH` unless it contains a `/`.
+    pub argv: Vec<String>,
+    /// Variables added to (or replacing those in) the agent's base environment.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory; the agent uses `/root` when unset.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// When false the command's standard input is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// How a command ended. Exactly one of `code` and `signal` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    #[serde(default)]
+    pub code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Why the command could not be started, when it could not; `code` is
+    /// then 127 (not found) or 126 (not executable).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl ExitStatus {
+    /// The exit code a shell would report: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRequest {
+    pub signal: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownAction {
+    Poweroff,
+    Reboot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shutdown {
+    pub action: ShutdownAction,
+}
+
+pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("protocol messages always serialise")
+}
+
+pub fn decode_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_code_for_signal() {
+        let status = ExitStatus {
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(status.shell_code(), 137);
+    }
+
+    #[test]
+    fn exec_request_defaults() {
+        let request: ExecRequest = decode_json(br#"{"argv":["true"]}"#).unwrap();
+        assert_eq!(request.argv, vec!["true"]);
+        assert!(request.env.is_empty());
+        assert_eq!(request.cwd, None);
+        assert!(!request.stdin);
+    }
+}
