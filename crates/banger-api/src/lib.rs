@@ -1,0 +1,247 @@
+//! The bangerd HTTP/JSON API, shared by the daemon and the CLI.
+//!
+//! Routes (all under `/v1`, on the daemon's Unix socket):
+//!
+//! | method and path               | body                 | answer                      |
+//! |-------------------------------|----------------------|-----------------------------|
+//! | `GET /health`                 |                      | [`Health`]                  |
+//! | `GET /defaults`               |                      | [`Defaults`]                |
+//! | `POST /shutdown`              |                      | 204                         |
+//! | `GET /vms`                    |                      | `Vec<VmRecord>`             |
+//! | `GET /vms/{name}`             |                      | `VmRecord`                  |
+//! | `POST /vms`                   | [`CreateVmRequest`]  | event stream, `VmRecord`    |
+//! | `POST /vms/{name}/start`      |                      | event stream, `VmRecord`    |
+//! | `POST /vms/{name}/stop`       |                      | event stream, `VmRecord`    |
+//! | `DELETE /vms/{name}`          |                      | event stream, `VmRecord`    |
+//! | `POST /vms/{name}/exec`       | upgrade `banger-exec`| agent frames both ways      |
+//! | `GET /kernels`                |                      | `Vec<KernelRecord>`         |
+//! | `POST /kernels/import`        | [`ImportKernelRequest`] | event stream, `KernelRecord` |
+//! | `POST /kernels/pull`          | [`PullKernelRequest`]| event stream, `KernelRecord`|
+//! | `DELETE /kernels/{name}`      |                      | 204                         |
+//! | `GET /images`                 |                      | `Vec<ImageRecord>`          |
+//! | `POST /images/build`          | [`BuildImageRequest`]| event stream, `ImageRecord` |
+//! | `DELETE /images/{name}`       |                      | 204                         |
+//!
+//! Long operations answer 200 with an event stream: one JSON [`Event`] per
+//! line, ending with `done` or `error`. Failures before the stream starts are
+//! an HTTP error status with an [`ErrorBody`].
+//!
+//! `exec` upgrades the connection (`Upgrade: banger-exec`); both sides then
+//! exchange `banger-agent-proto` frames: the client sends one `ExecStart`,
+//! optional `Stdin`/`StdinClose`/`Signal`, and receives `Stdout`, `Stderr` and
+//! a final `Exit` or `Error`.
+
+pub mod paths;
+
+use serde::{Deserialize, Serialize};
+
+pub use banger_model::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState};
+
+/// Path prefix of every route.
+pub const PREFIX: &str = "/v1";
+
+/// `Upgrade` protocol name of the exec route.
+pub const EXEC_UPGRADE: &str = "banger-exec";
+
+/// Header that carries the operation id on every answer.
+pub const OPERATION_HEADER: &str = "x-banger-operation";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateVmRequest {
+    /// Generated when absent.
+    pub name: Option<String>,
+    /// Default image when absent.
+    pub image: Option<String>,
+    /// Default kernel when absent.
+    pub kernel: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_size_bytes: Option<u64>,
+    /// Create the disks and the record without booting.
+    #[serde(default)]
+    pub no_start: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportKernelRequest {
+    /// Absolute path of a `.deb` on the daemon's host.
+    pub deb: String,
+    /// Catalog name; derived from the package when absent.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullKernelRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildImageRequest {
+    pub name: String,
+}
+
+/// Resolved defaults the CLI shows in its `spec:` line before creating a VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Defaults {
+    pub image: String,
+    pub kernel: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_size_bytes: u64,
+}
+
+/// One line of an event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Event {
+    /// A step has begun or advanced; for humans.
+    Progress { message: String },
+    /// The operation finished; `result` is the route's answer type.
+    Done { result: serde_json::Value },
+    /// The operation failed.
+    Error { error: ErrorBody },
+}
+
+/// What kind of failure an error is, for exit codes and HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Bad input: invalid name, size, path.
+    Invalid,
+    /// The named VM, image or kernel does not exist.
+    NotFound,
+    /// The request conflicts with the current state (duplicate name, VM stopped, image in use).
+    Conflict,
+    /// A required program or device is missing on the host.
+    Unavailable,
+    /// Anything else.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Invalid => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// A failure as it travels from the daemon to the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    /// The top-level message.
+    pub message: String,
+    /// The chain of causes, outermost first, without the top-level message.
+    #[serde(default)]
+    pub causes: Vec<String>,
+    /// What the user can do about it.
+    #[serde(default)]
+    pub hint: Option<String>,
+    /// The daemon's operation id, also in its log.
+    #[serde(default)]
+    pub operation: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+            operation: None,
+        }
+    }
+
+    /// Builds a body from an error and its `source()` chain.
+    pub fn from_error(kind: ErrorKind, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut body = Self::new(kind, error.to_string());
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // Some errors repeat their source in their own message; skip exact repeats.
+            if body.causes.last() != Some(&text) && text != body.message {
+                body.causes.push(text);
+            }
+            source = cause.source();
+        }
+        body
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        for cause in &self.causes {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_body_keeps_the_cause_chain() {
+        let error = Layer(
+            "failed to start VM dev",
+            Some(Box::new(Layer(
+                "failed to launch QEMU",
+                Some(Box::new(Layer("No such file or directory", None))),
+            ))),
+        );
+        let body = ErrorBody::from_error(ErrorKind::Internal, &error);
+        assert_eq!(body.message, "failed to start VM dev");
+        assert_eq!(
+            body.causes,
+            vec!["failed to launch QEMU", "No such file or directory"]
+        );
+        let json = serde_json::to_string(&body).unwrap();
+        let back: ErrorBody = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn events_are_tagged() {
+        let line = serde_json::to_string(&Event::Progress {
+            message: "booting".into(),
+        })
+        .unwrap();
+        assert_eq!(line, r#"{"event":"progress","message":"booting"}"#);
+    }
+}
