@@ -1,0 +1,192 @@
+//! Command-line parsing. The guest binary keeps its dependencies to std,
+//! nix and serde_json, and it has few arguments, so they are parsed by hand.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Usage text printed by `banger-agent help` and after argument errors.
+pub const USAGE: &str = "\
+usage:
+  banger-agent serve [--device PATH | --unix-socket PATH]
+      Serve the banger agent protocol. Without options the agent waits up to
+      30 s for the virtio-serial port named banger.agent and serves it.
+      --device PATH       serve an already known character device instead
+      --unix-socket PATH  listen on a Unix socket and serve one connection at
+                          a time (for tests on a host; Shutdown requests are
+                          acknowledged but do not power off the machine)
+  banger-agent version
+      Print the agent version.
+
+As /init of an initramfs (PID 1), the agent loads kernel modules, mounts the
+root file system given by root= on the kernel command line and runs its init.";
+
+/// Action requested on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Serve(ServeTarget),
+    Version,
+    Help,
+}
+
+/// Channel on which serve mode reads and writes frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeTarget {
+    /// Find the virtio-serial port named `banger_agent_proto::SERIAL_PORT_NAME`.
+    VirtioPort,
+    /// A character device given by path.
+    Device(PathBuf),
+    /// A Unix socket to listen on.
+    UnixSocket(PathBuf),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("missing command; expected `serve` or `version`")]
+    MissingCommand,
+    #[error("unknown command `{0}`; expected `serve` or `version`")]
+    UnknownCommand(String),
+    #[error("unknown option `{0}` for `serve`")]
+    UnknownOption(String),
+    #[error("option `{0}` needs a path argument")]
+    MissingValue(String),
+    #[error("`--device` and `--unix-socket` cannot be used together")]
+    ConflictingTargets,
+    #[error("argument `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+    #[error("unexpected argument `{0}` after `{1}`")]
+    UnexpectedArgument(String, String),
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
+    let mut args = args.into_iter().map(|arg| {
+        arg.into_string()
+            .map_err(|raw| CliError::NotUtf8(raw.to_string_lossy().into_owned()))
+    });
+    let command = args.next().transpose()?.ok_or(CliError::MissingCommand)?;
+    match command.as_str() {
+        "serve" => parse_serve(args),
+        "version" | "--version" | "-V" => {
+            reject_extra(args, &command)?;
+            Ok(Command::Version)
+        }
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        _ => Err(CliError::UnknownCommand(command)),
+    }
+}
+
+fn parse_serve(
+    mut args: impl Iterator<Item = Result<String, CliError>>,
+) -> Result<Command, CliError> {
+    let mut target = ServeTarget::VirtioPort;
+    while let Some(option) = args.next().transpose()? {
+        let value = |args: &mut dyn Iterator<Item = Result<String, CliError>>| {
+            args.next()
+                .transpose()?
+                .map(PathBuf::from)
+                .ok_or_else(|| CliError::MissingValue(option.clone()))
+        };
+        let next = match option.as_str() {
+            "--device" => ServeTarget::Device(value(&mut args)?),
+            "--unix-socket" => ServeTarget::UnixSocket(value(&mut args)?),
+            "--help" | "-h" => return Ok(Command::Help),
+            _ => return Err(CliError::UnknownOption(option)),
+        };
+        if target != ServeTarget::VirtioPort {
+            return Err(CliError::ConflictingTargets);
+        }
+        target = next;
+    }
+    Ok(Command::Serve(target))
+}
+
+fn reject_extra(
+    mut args: impl Iterator<Item = Result<String, CliError>>,
+    command: &str,
+) -> Result<(), CliError> {
+    match args.next().transpose()? {
+        Some(extra) => Err(CliError::UnexpectedArgument(extra, command.to_owned())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, CliError> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn serve_without_options_uses_virtio_port() {
+        assert_eq!(
+            parse(&["serve"]),
+            Ok(Command::Serve(ServeTarget::VirtioPort))
+        );
+    }
+
+    #[test]
+    fn serve_with_device() {
+        assert_eq!(
+            parse(&["serve", "--device", "/dev/vport1p1"]),
+            Ok(Command::Serve(ServeTarget::Device("/dev/vport1p1".into())))
+        );
+    }
+
+    #[test]
+    fn serve_with_unix_socket() {
+        assert_eq!(
+            parse(&["serve", "--unix-socket", "/tmp/a.sock"]),
+            Ok(Command::Serve(ServeTarget::UnixSocket(
+                "/tmp/a.sock".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn serve_rejects_two_targets() {
+        assert_eq!(
+            parse(&["serve", "--device", "/a", "--unix-socket", "/b"]),
+            Err(CliError::ConflictingTargets)
+        );
+    }
+
+    #[test]
+    fn serve_option_without_value() {
+        assert_eq!(
+            parse(&["serve", "--device"]),
+            Err(CliError::MissingValue("--device".into()))
+        );
+    }
+
+    #[test]
+    fn serve_unknown_option() {
+        assert_eq!(
+            parse(&["serve", "--port", "3"]),
+            Err(CliError::UnknownOption("--port".into()))
+        );
+    }
+
+    #[test]
+    fn version_and_help() {
+        assert_eq!(parse(&["version"]), Ok(Command::Version));
+        assert_eq!(parse(&["--version"]), Ok(Command::Version));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+        assert_eq!(
+            parse(&["version", "extra"]),
+            Err(CliError::UnexpectedArgument(
+                "extra".into(),
+                "version".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn missing_and_unknown_command() {
+        assert_eq!(parse(&[]), Err(CliError::MissingCommand));
+        assert_eq!(parse(&["run"]), Err(CliError::UnknownCommand("run".into())));
+    }
+}
