@@ -1,0 +1,109 @@
+//! `config.toml`: the user's defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelSetting {
+    /// KVM when a boot probe shows that it can boot a guest, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDefaults {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    /// Work disk size with a unit, e.g. `8G`.
+    pub disk_size: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub default_image: String,
+    pub default_kernel: String,
+    /// QEMU binary; `qemu-system-x86_64` from `PATH` when unset.
+    pub qemu_bin: Option<PathBuf>,
+    pub accel: AccelSetting,
+    /// The static guest agent; found next to `bangerd` when unset.
+    pub agent_bin: Option<PathBuf>,
+    /// Seconds to wait for a booting guest's agent to answer.
+    pub boot_timeout_secs: u64,
+    /// Seconds a guest gets to power off by itself before the VMM is stopped.
+    pub stop_timeout_secs: u64,
+    pub vm_defaults: VmDefaults,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            default_image: banger_model::DEFAULT_IMAGE.to_string(),
+            default_kernel: banger_model::DEFAULT_KERNEL.to_string(),
+            qemu_bin: None,
+            accel: AccelSetting::Auto,
+            agent_bin: None,
+            // Software emulation boots a systemd guest in about 15 s on a
+            // 2-core machine; the default leaves room for a loaded host.
+            boot_timeout_secs: 180,
+            stop_timeout_secs: 30,
+            vm_defaults: VmDefaults::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the config file; a missing file means all defaults.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_fields() {
+        let config: Config = toml::from_str(
+            r#"
+            default_image = "img"
+            accel = "tcg"
+            boot_timeout_secs = 60
+            [vm_defaults]
+            vcpus = 2
+            disk_size = "4G"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.default_image, "img");
+        assert_eq!(config.default_kernel, banger_model::DEFAULT_KERNEL);
+        assert_eq!(config.accel, AccelSetting::Tcg);
+        assert_eq!(config.boot_timeout_secs, 60);
+        assert_eq!(config.vm_defaults.vcpus, Some(2));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("defualt_image = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("defualt_image"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let config = Config::load(Path::new("/nonexistent/banger/config.toml")).unwrap();
+        assert_eq!(config.accel, AccelSetting::Auto);
+    }
+}

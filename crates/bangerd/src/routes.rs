@@ -1,0 +1,158 @@
+//! HTTP routes of the API.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use banger_api::{
+    BuildImageRequest, CreateVmRequest, Defaults, Health, ImportKernelRequest, PullKernelRequest,
+};
+use banger_model::{ImageRecord, KernelRecord, VmRecord};
+
+use crate::daemon::Daemon;
+use crate::error::{ApiError, ApiResult};
+use crate::events::{new_operation_id, stream};
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    let v1 = Router::new()
+        .route("/health", get(health))
+        .route("/defaults", get(defaults))
+        .route("/shutdown", post(shutdown))
+        .route("/vms", get(list_vms).post(create_vm))
+        .route("/vms/{name}", get(show_vm).delete(delete_vm))
+        .route("/vms/{name}/start", post(start_vm))
+        .route("/vms/{name}/stop", post(stop_vm))
+        .route("/vms/{name}/exec", post(crate::exec::exec))
+        .route("/kernels", get(list_kernels))
+        .route("/kernels/import", post(import_kernel))
+        .route("/kernels/pull", post(pull_kernel))
+        .route("/kernels/{name}", delete(remove_kernel))
+        .route("/images", get(list_images))
+        .route("/images/build", post(build_image))
+        .route("/images/{name}", delete(remove_image));
+    Router::new()
+        .nest(banger_api::PREFIX, v1)
+        .with_state(daemon)
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    })
+}
+
+async fn defaults(State(daemon): State<Arc<Daemon>>) -> ApiResult<Json<Defaults>> {
+    Ok(Json(daemon.defaults()?))
+}
+
+async fn shutdown(State(daemon): State<Arc<Daemon>>) -> StatusCode {
+    tracing::info!("shutdown requested through the API");
+    daemon.shutdown.notify_one();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_vms(State(daemon): State<Arc<Daemon>>) -> ApiResult<Json<Vec<VmRecord>>> {
+    Ok(Json(daemon.store().list_vms()?))
+}
+
+async fn show_vm(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VmRecord>> {
+    Ok(Json(daemon.vm_record(&name)?))
+}
+
+async fn create_vm(State(daemon): State<Arc<Daemon>>, Json(request): Json<CreateVmRequest>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.create_vm(request, &events).await
+    })
+}
+
+async fn start_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.start_vm(&name, &events).await
+    })
+}
+
+async fn stop_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.stop_vm(&name, &events).await
+    })
+}
+
+async fn delete_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.delete_vm(&name, &events).await
+    })
+}
+
+async fn list_kernels(State(daemon): State<Arc<Daemon>>) -> ApiResult<Json<Vec<KernelRecord>>> {
+    Ok(Json(daemon.store().list_kernels()?))
+}
+
+async fn import_kernel(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<ImportKernelRequest>,
+) -> ApiResult<Response> {
+    let deb = std::path::PathBuf::from(&request.deb);
+    if !deb.is_absolute() {
+        return Err(ApiError::invalid(format!("kernel package path {:?} is not absolute", request.deb)));
+    }
+    if !deb.is_file() {
+        return Err(ApiError::not_found(format!("kernel package {} not found", deb.display()))
+            .hint("pass the path of a .deb file, e.g. one fetched with `apt-get download linux-image-cloud-amd64`"));
+    }
+    if let Some(name) = &request.name {
+        banger_model::validate_vm_name(name).map_err(|e| {
+            ApiError::invalid(format!("invalid kernel name {name:?}")).cause(e.to_string()).hint(e.hint())
+        })?;
+    }
+    Ok(stream(new_operation_id(), move |events| async move {
+        daemon
+            .import_kernel_file(&deb, request.name.as_deref(), &deb.display().to_string(), &events)
+            .await
+    }))
+}
+
+async fn pull_kernel(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<PullKernelRequest>,
+) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.pull_kernel(&request.name, &events).await
+    })
+}
+
+async fn remove_kernel(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    daemon.remove_kernel(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_images(State(daemon): State<Arc<Daemon>>) -> ApiResult<Json<Vec<ImageRecord>>> {
+    Ok(Json(daemon.store().list_images()?))
+}
+
+async fn build_image(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<BuildImageRequest>,
+) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.build_image(&request.name, &events).await
+    })
+}
+
+async fn remove_image(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    daemon.remove_image(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,514 @@
+//! VM lifecycle: create, start, stop, delete.
+//!
+//! Every VM is recorded in SQLite before its first side effect. A step that
+//! fails undoes the earlier ones and leaves the record in `error` with the
+//! cause, so no VM is ever half-made.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use banger_api::{CreateVmRequest, Defaults, ErrorKind};
+use banger_model::{VmRecord, VmSpec, VmState, format_size, generate_vm_name, validate_vm_name};
+use banger_vmm::{DiskSpec, LaunchSpec, VmProcess};
+
+use crate::daemon::Daemon;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Events;
+use crate::now_rfc3339;
+
+/// Smallest VM the daemon creates.
+const MIN_MEMORY_MIB: u32 = 256;
+const MAX_VCPUS: u32 = 64;
+const MIN_DISK_BYTES: u64 = 64 << 20;
+
+impl Daemon {
+    /// Sizes used when a request leaves them out: the config's `[vm_defaults]`,
+    /// else derived from the host (a quarter of its CPUs between 2 and 4, an
+    /// eighth of its memory between 1 and 8 GiB), and an 8 GiB work disk.
+    pub fn defaults(&self) -> ApiResult<Defaults> {
+        let host_cpus = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        let host_mib = host_memory_mib().unwrap_or(8192);
+        let d = &self.config.vm_defaults;
+        let disk = match &d.disk_size {
+            Some(text) => banger_model::parse_size(text).map_err(|e| {
+                ApiError::from_error(ErrorKind::Invalid, &e)
+                    .context("invalid vm_defaults.disk_size in config.toml")
+            })?,
+            None => 8 << 30,
+        };
+        Ok(Defaults {
+            image: self.config.default_image.clone(),
+            kernel: self.config.default_kernel.clone(),
+            vcpus: d.vcpus.unwrap_or((host_cpus / 4).clamp(2, 4)),
+            memory_mib: d
+                .memory_mib
+                .unwrap_or((host_mib / 8).clamp(1024, 8192) as u32),
+            disk_size_bytes: disk,
+        })
+    }
+
+    pub fn vm_record(&self, name: &str) -> ApiResult<VmRecord> {
+        self.store().get_vm(name)?.ok_or_else(|| {
+            ApiError::not_found(format!("VM {name:?} not found"))
+                .hint("list VMs with `banger vm list`")
+        })
+    }
+
+    /// Creates a VM and, unless `no_start`, boots it and waits for its agent.
+    pub async fn create_vm(&self, request: CreateVmRequest, events: &Events) -> ApiResult<VmRecord> {
+        let spec = self.resolve_spec(&request)?;
+        let name = match &request.name {
+            Some(name) => {
+                validate_vm_name(name).map_err(|e| {
+                    let hint = e.hint();
+                    ApiError::from_error(ErrorKind::Invalid, &e).hint(hint)
+                })?;
+                name.clone()
+            }
+            None => self.unused_name()?,
+        };
+        let _guard = self.vm_lock(&name).await;
+        if self.store().get_vm(&name)?.is_some() {
+            return Err(ApiError::conflict(format!("a VM named {name:?} already exists"))
+                .hint(format!(
+                    "choose another name, or delete it first with `banger vm delete {name}`"
+                )));
+        }
+        let defaults = self.defaults()?;
+        let kernel_name = request.kernel.clone().unwrap_or(defaults.kernel);
+        let image_name = request.image.clone().unwrap_or(defaults.image);
+        // Validate the names before any download, so a typo fails at once.
+        self.check_known_or_catalog(&kernel_name, &image_name)?;
+        self.agent_binary()?;
+        let kernel = self.ensure_kernel(&kernel_name, events).await?;
+        let image = self.ensure_image(&image_name, events).await?;
+
+        let now = now_rfc3339();
+        let mut vm = VmRecord {
+            id: new_vm_id(),
+            name: name.clone(),
+            state: VmState::Creating,
+            image: image.name.clone(),
+            kernel: kernel.name.clone(),
+            spec,
+            backend: self.vmm.kind().to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+            last_error: None,
+            runtime: None,
+        };
+        self.store().insert_vm(&vm)?;
+        tracing::info!(vm = %name, id = %vm.id, "VM record created");
+        events
+            .progress(format!(
+                "creating VM {name}: {} vcpu · {} MiB · {} disk · {}",
+                vm.spec.vcpus,
+                vm.spec.memory_mib,
+                format_size(vm.spec.disk_size_bytes),
+                image.name
+            ))
+            .await;
+
+        if let Err(error) = self.prepare_disks(&vm, events).await {
+            self.remove_vm_files(&vm);
+            return Err(self.fail(&mut vm, error, "failed to create the disks"));
+        }
+        if request.no_start {
+            vm.state = VmState::Stopped;
+            self.save(&mut vm)?;
+            return Ok(vm);
+        }
+        if let Err(error) = self.boot(&mut vm, events).await {
+            self.remove_vm_files(&vm);
+            return Err(self.fail(&mut vm, error, "failed to boot"));
+        }
+        Ok(vm)
+    }
+
+    pub async fn start_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
+        let mut vm = self.vm_record(name)?;
+        if vm.state == VmState::Running {
+            return Err(ApiError::conflict(format!("VM {name:?} is already running")));
+        }
+        if !vm.state.can_start() {
+            return Err(ApiError::conflict(format!("VM {name:?} is {}", vm.state))
+                .hint("wait for the current operation to finish"));
+        }
+        if !self.paths.vm_dir(&vm.id).join(ROOT_DISK).exists() {
+            return Err(ApiError::conflict(format!("VM {name:?} has no disks"))
+                .cause(vm.last_error.clone().unwrap_or_else(|| "its creation failed".into()))
+                .hint(format!("delete it with `banger vm delete {name}` and create it again")));
+        }
+        // The current agent goes into every boot, so guests follow daemon upgrades.
+        let agent = self.agent_binary()?;
+        let root = self.paths.vm_dir(&vm.id).join(ROOT_DISK);
+        crate::artifacts::blocking(move || inject_agent(&root, &agent))
+            .await
+            .map_err(|e| crate::artifacts::classify_tool_error(e).context("failed to update the guest agent"))?;
+        if let Err(error) = self.boot(&mut vm, events).await {
+            return Err(self.fail(&mut vm, error, "failed to boot"));
+        }
+        Ok(vm)
+    }
+
+    /// Stops a running VM: the guest syncs and powers off through its agent;
+    /// when it does not, the VMM is stopped. The disks stay.
+    pub async fn stop_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
+        let mut vm = self.vm_record(name)?;
+        if vm.state != VmState::Running {
+            return Err(ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state)));
+        }
+        vm.state = VmState::Stopping;
+        self.save(&mut vm)?;
+        events.progress(format!("stopping VM {name}")).await;
+        self.halt(&vm).await;
+        vm.state = VmState::Stopped;
+        vm.runtime = None;
+        self.save(&mut vm)?;
+        tracing::info!(vm = %name, "VM stopped");
+        Ok(vm)
+    }
+
+    /// Deletes a VM and everything it owns, stopping it first if it runs.
+    pub async fn delete_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
+        let vm = self.vm_record(name)?;
+        if let Some(process) = runtime_process(&vm) {
+            events.progress(format!("killing VM {name}")).await;
+            if let Err(e) = self.vmm.kill(&process).await {
+                tracing::warn!(vm = %name, error = %e, "failed to kill the VMM");
+                return Err(ApiError::from_error(ErrorKind::Internal, &e)
+                    .context(format!("failed to delete VM {name:?}")));
+            }
+        }
+        self.drop_agent(&vm.id).await;
+        self.remove_vm_files(&vm);
+        self.store().delete_vm(&vm.id)?;
+        tracing::info!(vm = %name, "VM deleted");
+        Ok(vm)
+    }
+
+    fn resolve_spec(&self, request: &CreateVmRequest) -> ApiResult<VmSpec> {
+        let defaults = self.defaults()?;
+        let spec = VmSpec {
+            vcpus: request.vcpus.unwrap_or(defaults.vcpus),
+            memory_mib: request.memory_mib.unwrap_or(defaults.memory_mib),
+            disk_size_bytes: request.disk_size_bytes.unwrap_or(defaults.disk_size_bytes),
+        };
+        if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
+            return Err(ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
+                .hint(format!("use 1 to {MAX_VCPUS} vCPUs")));
+        }
+        if spec.memory_mib < MIN_MEMORY_MIB {
+            return Err(ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
+                .hint(format!("use at least {MIN_MEMORY_MIB} MiB")));
+        }
+        if spec.disk_size_bytes < MIN_DISK_BYTES {
+            return Err(ApiError::invalid(format!(
+                "invalid disk size {}",
+                format_size(spec.disk_size_bytes)
+            ))
+            .hint("use at least 64M"));
+        }
+        Ok(spec)
+    }
+
+    fn check_known_or_catalog(&self, kernel: &str, image: &str) -> ApiResult<()> {
+        let store = self.store();
+        if store.get_kernel(kernel)?.is_none()
+            && !crate::artifacts::KERNEL_CATALOG.iter().any(|k| k.name == kernel)
+        {
+            drop(store);
+            return Err(self.kernel_record(kernel).unwrap_err());
+        }
+        if store.get_image(image)?.is_none() && banger_image::image::default_recipe(image).is_none()
+        {
+            drop(store);
+            return Err(self.image_record(image).unwrap_err());
+        }
+        Ok(())
+    }
+
+    fn unused_name(&self) -> ApiResult<String> {
+        for _ in 0..100 {
+            let name = generate_vm_name();
+            if self.store().get_vm(&name)?.is_none() {
+                return Ok(name);
+            }
+        }
+        Err(ApiError::conflict("could not find an unused VM name").hint("pass --name"))
+    }
+
+    async fn prepare_disks(&self, vm: &VmRecord, events: &Events) -> ApiResult<()> {
+        let dir = self.paths.vm_dir(&vm.id);
+        create_private_dir(&dir)?;
+        let image = self.image_record(&vm.image)?;
+        let source = self.image_file(&image);
+        let root = dir.join(ROOT_DISK);
+        let work = dir.join(WORK_DISK);
+        let work_size = vm.spec.disk_size_bytes;
+        let agent = self.agent_binary()?;
+        events.progress("copying the root file system").await;
+        let method = crate::artifacts::blocking(move || -> ApiResult<_> {
+            let method = banger_image::disk::clone_disk(&source, &root)
+                .map_err(|e| ApiError::from_error(ErrorKind::Internal, &e))?;
+            inject_agent(&root, &agent).map_err(crate::artifacts::classify_tool_error)?;
+            banger_image::disk::create_work_disk(&work, work_size)
+                .map_err(crate::artifacts::classify_tool_error)?;
+            Ok(method)
+        })
+        .await?;
+        tracing::info!(vm = %vm.name, ?method, "disks ready");
+        Ok(())
+    }
+
+    /// Launches the VMM and waits until the guest agent answers.
+    async fn boot(&self, vm: &mut VmRecord, events: &Events) -> ApiResult<()> {
+        let kernel = self.kernel_record(&vm.kernel)?;
+        let files = self.kernel_files(&kernel)?;
+        let agent = self.agent_binary()?;
+        let cache = self.paths.cache_dir.clone();
+        let kernel_files = files.clone();
+        let initrd = crate::artifacts::blocking(move || {
+            banger_image::kernel::build_initramfs(&kernel_files, &agent, &cache)
+        })
+        .await
+        .map_err(|e| ApiError::from_error(ErrorKind::Internal, &e).context("failed to build the initramfs"))?;
+        let accel = self.accel(&files.bzimage, &initrd, events).await;
+
+        let run_dir = self.paths.vm_run_dir(&vm.id);
+        let _ = std::fs::remove_dir_all(&run_dir);
+        create_private_dir(&run_dir)?;
+        let dir = self.paths.vm_dir(&vm.id);
+        let spec = LaunchSpec {
+            vm_id: vm.id.clone(),
+            vcpus: vm.spec.vcpus,
+            memory_mib: vm.spec.memory_mib,
+            kernel: files.bzimage.clone(),
+            initrd: Some(initrd),
+            cmdline: guest_cmdline(&vm.name),
+            disks: vec![
+                DiskSpec {
+                    path: dir.join(ROOT_DISK),
+                    read_only: false,
+                },
+                DiskSpec {
+                    path: dir.join(WORK_DISK),
+                    read_only: false,
+                },
+            ],
+            nics: Vec::new(),
+            run_dir: run_dir.clone(),
+            console_log: dir.join(CONSOLE_LOG),
+            accel,
+        };
+        vm.state = VmState::Starting;
+        self.save(vm)?;
+        events
+            .progress(format!("booting {} ({:?})", vm.name, accel).to_lowercase())
+            .await;
+        let process = match self.vmm.launch(&spec).await {
+            Ok(process) => process,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(ApiError::from_error(ErrorKind::Internal, &e)
+                    .context("failed to start the VMM"));
+            }
+        };
+        vm.runtime = Some(serde_json::to_value(&process).expect("process record serialises"));
+        self.save(vm)?;
+        tracing::info!(vm = %vm.name, pid = process.pid, "VMM started");
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.boot_timeout_secs);
+        match crate::boot::wait_for_agent(self.vmm.as_ref(), &process, deadline).await {
+            Ok(conn) => {
+                events
+                    .progress(format!(
+                        "guest ready: kernel {}, agent {}",
+                        conn.info.kernel_release, conn.info.agent_version
+                    ))
+                    .await;
+                self.set_agent(&vm.id, conn).await;
+            }
+            Err(error) => {
+                let _ = self.vmm.kill(&process).await;
+                let _ = std::fs::remove_dir_all(&run_dir);
+                vm.runtime = None;
+                let tail = console_tail(&spec.console_log, 15);
+                let api = ApiError::from_error(ErrorKind::Internal, &error);
+                // The console log goes away with a VM that failed to be
+                // created, so its last lines travel in the error.
+                return Err(if tail.is_empty() {
+                    api.cause("the guest printed nothing on its console")
+                } else {
+                    api.cause(format!("last console lines:\n{tail}"))
+                });
+            }
+        }
+        vm.state = VmState::Running;
+        vm.last_error = None;
+        self.save(vm)?;
+        tracing::info!(vm = %vm.name, "VM running");
+        Ok(())
+    }
+
+    /// Ends a running VM's VMM process, gracefully when the guest cooperates.
+    pub async fn halt(&self, vm: &VmRecord) {
+        let Some(process) = runtime_process(vm) else {
+            return;
+        };
+        let grace = Duration::from_secs(self.config.stop_timeout_secs);
+        let mut path = "agent".to_string();
+        let synced = match self.agent(&vm.id).await {
+            Some(conn) => conn
+                .shutdown(banger_agent_proto::ShutdownAction::Poweroff, Duration::from_secs(10))
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !(synced && self.vmm.wait_exit(&process, grace).await) {
+            path = match self.vmm.stop(&process, Duration::from_secs(10)).await {
+                Ok(stop) => stop.to_string(),
+                Err(e) => {
+                    tracing::warn!(vm = %vm.name, error = %e, "graceful stop failed; killing");
+                    let _ = self.vmm.kill(&process).await;
+                    "sigkill".to_string()
+                }
+            };
+        }
+        tracing::info!(vm = %vm.name, stop_path = %path, "VMM ended");
+        self.drop_agent(&vm.id).await;
+        let _ = std::fs::remove_dir_all(self.paths.vm_run_dir(&vm.id));
+    }
+
+    /// Marks a VM failed with `error` as its last error and returns the error
+    /// for the caller.
+    fn fail(&self, vm: &mut VmRecord, error: ApiError, what: &str) -> ApiError {
+        let error = error.context(format!("VM {:?} {what}", vm.name));
+        vm.state = VmState::Error;
+        vm.runtime = None;
+        vm.last_error = Some(error.to_string());
+        if let Err(e) = self.save(vm) {
+            tracing::error!(vm = %vm.name, error = %e, "failed to record the VM error");
+        }
+        tracing::warn!(vm = %vm.name, error = %error, "VM failed");
+        error
+    }
+
+    pub fn save(&self, vm: &mut VmRecord) -> ApiResult<()> {
+        vm.updated_at = now_rfc3339();
+        self.store().update_vm(vm)?;
+        Ok(())
+    }
+
+    pub fn remove_vm_files(&self, vm: &VmRecord) {
+        for dir in [self.paths.vm_dir(&vm.id), self.paths.vm_run_dir(&vm.id)] {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(vm = %vm.name, dir = %dir.display(), error = %e, "failed to remove VM files");
+                }
+            }
+        }
+    }
+
+    async fn accel(&self, kernel: &Path, initrd: &Path, events: &Events) -> banger_vmm::Accel {
+        use crate::config::AccelSetting;
+        match self.config.accel {
+            AccelSetting::Kvm => banger_vmm::Accel::Kvm,
+            AccelSetting::Tcg => banger_vmm::Accel::Tcg,
+            AccelSetting::Auto => {
+                let probe_dir = self.paths.cache_dir.join("probes");
+                let _ = std::fs::create_dir_all(&probe_dir);
+                let _guard = self.artifact_lock("kvm-probe").await;
+                let result = banger_vmm::probe_accel(
+                    &self.qemu_binary(),
+                    kernel,
+                    initrd,
+                    &probe_dir,
+                    Duration::from_secs(20),
+                )
+                .await;
+                if result.kvm_boots {
+                    banger_vmm::Accel::Kvm
+                } else {
+                    events
+                        .progress(format!("using software emulation (TCG): {}", result.detail))
+                        .await;
+                    banger_vmm::Accel::Tcg
+                }
+            }
+        }
+    }
+
+    pub fn qemu_binary(&self) -> PathBuf {
+        self.config
+            .qemu_bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+    }
+}
+
+pub const ROOT_DISK: &str = "rootfs.ext4";
+pub const WORK_DISK: &str = "work.ext4";
+pub const CONSOLE_LOG: &str = "console.log";
+
+/// The process record of a VM that the daemon believes runs.
+pub fn runtime_process(vm: &VmRecord) -> Option<VmProcess> {
+    vm.runtime
+        .as_ref()
+        .and_then(|value| serde_json::from_value(value.clone()).ok())
+}
+
+fn inject_agent(root: &Path, agent: &Path) -> Result<(), banger_image::image::ImageError> {
+    banger_image::image::inject_files(
+        root,
+        &[banger_image::image::InjectFile {
+            host_path: agent.to_path_buf(),
+            guest_path: "/usr/local/bin/banger-agent".into(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        }],
+    )
+}
+
+fn guest_cmdline(hostname: &str) -> String {
+    format!(
+        "root=LABEL=bangerroot rw panic=-1 quiet loglevel=4 systemd.show_status=false banger.hostname={hostname}"
+    )
+}
+
+fn new_vm_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+fn create_private_dir(dir: &Path) -> ApiResult<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            ApiError::from_error(ErrorKind::Internal, &e)
+                .context(format!("failed to create {}", dir.display()))
+        })
+}
+
+/// The last `lines` lines of a console log, for error messages.
+pub fn console_tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
