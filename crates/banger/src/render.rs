@@ -1,0 +1,108 @@
+//! Errors and tables as the user sees them.
+
+use std::io::Write;
+
+use banger_api::{ErrorBody, ErrorKind};
+
+/// A failure, from the daemon or from the CLI itself, in one shape.
+#[derive(Debug)]
+pub enum CliError {
+    Remote(ErrorBody),
+    Local(ErrorBody),
+}
+
+impl CliError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        CliError::Local(ErrorBody::new(kind, message))
+    }
+
+    pub fn local(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+
+    pub fn body(&self) -> &ErrorBody {
+        match self {
+            CliError::Remote(body) | CliError::Local(body) => body,
+        }
+    }
+
+    fn body_mut(&mut self) -> &mut ErrorBody {
+        match self {
+            CliError::Remote(body) | CliError::Local(body) => body,
+        }
+    }
+
+    pub fn cause(mut self, cause: impl Into<String>) -> Self {
+        self.body_mut().causes.push(cause.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.body_mut().hint = Some(hint.into());
+        self
+    }
+}
+
+/// Renders an error on stderr:
+///
+/// ```text
+/// error: VM "dev" is stopped, not running
+///   caused by: ...
+/// hint: start it with `banger vm start dev`
+/// operation: 1f3a9c0e
+/// ```
+pub fn print_error(error: &CliError) {
+    let body = error.body();
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(out, "error: {}", body.message);
+    for cause in &body.causes {
+        let mut lines = cause.lines();
+        if let Some(first) = lines.next() {
+            let _ = writeln!(out, "  caused by: {first}");
+        }
+        for line in lines {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if let Some(hint) = &body.hint {
+        let _ = writeln!(out, "hint: {hint}");
+    }
+    if let Some(operation) = &body.operation {
+        let _ = writeln!(out, "operation: {operation} (search the daemon log for it)");
+    }
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| -> String {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(headers.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// A progress line on stderr.
+pub fn progress(message: &str) {
+    eprintln!("» {message}");
+}

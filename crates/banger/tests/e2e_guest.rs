@@ -1,0 +1,141 @@
+//! End-to-end tests that boot real guests through the CLI, as a user would.
+//!
+//! They need QEMU, apt-get (the kernel), mmdebstrap (the image) and the
+//! binaries from `scripts/build.sh`; `scripts/test.sh` provides all of them
+//! and sets BANGER_E2E=1. Guests run under TCG on machines whose KVM cannot
+//! boot them, so each boot takes tens of seconds.
+
+mod common;
+
+use common::{UserEnv, skip_reason};
+
+macro_rules! require_e2e {
+    () => {
+        if let Some(reason) = skip_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+#[test]
+fn vm_run_reports_guest_kernel_and_exit_code() {
+    require_e2e!();
+    let env = UserEnv::new();
+
+    let run = env.ok(&["vm", "run", "--rm", "--name", "first", "--", "uname", "-r"]);
+    assert!(run.stderr.contains("spec: "), "no spec line:\n{run}");
+    let guest_release = run.stdout.trim().to_string();
+    let kernels = env.ok(&["kernel", "list", "--json"]);
+    let kernels: Vec<serde_json::Value> = serde_json::from_str(&kernels.stdout).unwrap();
+    assert_eq!(kernels.len(), 1, "the default kernel was pulled once");
+    assert_eq!(kernels[0]["release"].as_str(), Some(guest_release.as_str()));
+    assert!(guest_release.ends_with("-cloud-amd64"), "{run}");
+    let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(guest_release, host_release.trim());
+
+    // --rm leaves no record, no directory and no VMM process.
+    assert!(env.vms_json().is_empty());
+    assert!(env.vm_dirs().is_empty(), "{:?}", env.vm_dirs());
+    assert!(env.vm_run_dirs().is_empty(), "{:?}", env.vm_run_dirs());
+    let daemon_only: Vec<u32> = env.own_processes();
+    assert!(
+        daemon_only.iter().all(|pid| !is_vmm(*pid)),
+        "a VMM process is left: {daemon_only:?}"
+    );
+
+    let run = env.run(&[
+        "vm", "run", "--rm", "--", "sh", "-c", "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(run.code, 7, "{run}");
+    assert_eq!(run.stdout, "out\n", "{run}");
+    assert!(run.stderr.contains("err\n"), "{run}");
+    assert!(!run.stdout.contains("err"), "{run}");
+    assert!(env.vms_json().is_empty());
+}
+
+#[test]
+fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
+    require_e2e!();
+    let env = UserEnv::new();
+    env.ok(&["vm", "create", "--name", "dev", "--vcpu", "2", "--memory", "1024"]);
+    let listed = env.ok(&["ps"]);
+    let row = listed.stdout.lines().find(|l| l.contains(" dev ")).expect("dev listed");
+    assert!(row.contains("running") && row.contains("debian-bookworm"), "{listed}");
+    for column in ["NAME", "STATE", "IMAGE", "VCPU", "MEM", "CREATED"] {
+        assert!(listed.stdout.lines().next().unwrap().contains(column), "{listed}");
+    }
+
+    env.ok(&["vm", "exec", "dev", "--", "sh", "-c", "echo kept > /root/note; echo sys > /etc/banger-note; sync"]);
+
+    // A command that does not exist in the guest: 127 and a message.
+    let missing = env.run(&["vm", "exec", "dev", "--", "no-such-command", "x"]);
+    assert_eq!(missing.code, 127, "{missing}");
+    assert!(missing.stderr.contains("no-such-command"), "{missing}");
+
+    // Death by signal comes back as 128 + signal.
+    let killed = env.run(&["vm", "exec", "dev", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(killed.code, 137, "{killed}");
+
+    // Standard input reaches the command.
+    let mut cat = env.command(&["vm", "exec", "dev", "--", "cat"]);
+    cat.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = cat.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "through stdin\n");
+
+    // The daemon restarts while the VM runs and finds it again.
+    env.ok(&["daemon", "stop"]);
+    let vms = env.vms_json();
+    assert_eq!(vms[0]["state"], "running", "{vms:?}");
+    let again = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/note"]);
+    assert_eq!(again.stdout, "kept\n");
+
+    env.ok(&["vm", "stop", "dev"]);
+    assert!(env.own_processes().iter().all(|pid| !is_vmm(*pid)), "VMM left after stop");
+    let stopped = env.run(&["vm", "exec", "dev", "--", "true"]);
+    assert_ne!(stopped.code, 0, "{stopped}");
+    assert!(stopped.stderr.contains("\"dev\" is stopped"), "{stopped}");
+    assert!(stopped.stderr.contains("banger vm start dev"), "{stopped}");
+
+    env.ok(&["vm", "start", "dev"]);
+    let files = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/note", "/etc/banger-note"]);
+    assert_eq!(files.stdout, "kept\nsys\n");
+
+    env.ok(&["vm", "delete", "dev"]);
+    assert!(env.vms_json().is_empty());
+    assert!(env.vm_dirs().is_empty());
+    assert!(env.own_processes().iter().all(|pid| !is_vmm(*pid)));
+}
+
+#[test]
+fn boot_failure_leaves_error_record_and_no_files() {
+    require_e2e!();
+    let env = UserEnv::new();
+    // No guest boots in two seconds under emulation, so the boot times out.
+    env.write_config("boot_timeout_secs = 2\n");
+    let run = env.run(&["vm", "create", "--name", "slow"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("VM \"slow\" failed to boot"), "{run}");
+    let vms = env.vms_json();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0]["state"], "error");
+    assert!(vms[0]["last_error"].as_str().unwrap_or("").contains("did not answer"), "{vms:?}");
+    assert!(env.vm_dirs().is_empty(), "{:?}", env.vm_dirs());
+    assert!(env.vm_run_dirs().is_empty(), "{:?}", env.vm_run_dirs());
+    assert!(env.own_processes().iter().all(|pid| !is_vmm(*pid)), "VMM left behind");
+
+    // Starting it again explains that it has no disks.
+    let start = env.run(&["vm", "start", "slow"]);
+    assert_ne!(start.code, 0);
+    assert!(start.stderr.contains("has no disks"), "{start}");
+    env.ok(&["vm", "delete", "slow"]);
+}
+
+fn is_vmm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|comm| comm.starts_with("qemu"))
+        .unwrap_or(false)
+}
