@@ -26,8 +26,8 @@ apt_install() {
 }
 
 # Packages banger needs at run time: QEMU, mmdebstrap for images, e2fsprogs
-# for ext4 files, apt for `kernel pull`.
-RUNTIME_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs apt ca-certificates)
+# for ext4 files, apt for `kernel pull`, nftables and iproute2 for networking.
+RUNTIME_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs apt ca-certificates nftables iproute2)
 
 require_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then

@@ -16,6 +16,14 @@ usage:
       --unix-socket PATH  listen on a Unix socket and serve one connection at
                           a time (for tests on a host; Shutdown requests are
                           acknowledged but do not power off the machine)
+  banger-agent net-setup [--cmdline-file PATH] [--etc-dir DIR]
+      Configure the network from the banger.ip=, banger.gw=, banger.dns=,
+      banger.hostname= and banger.iface= kernel parameters: the interface's
+      address, the default route, the loopback, resolv.conf and the host
+      name. Serve mode does the same at start. Without banger.* parameters
+      it changes nothing.
+      --cmdline-file PATH  read the parameters from PATH (default /proc/cmdline)
+      --etc-dir DIR        write resolv.conf and hostname in DIR (default /etc)
   banger-agent version
       Print the agent version.
 
@@ -26,6 +34,7 @@ root file system given by root= on the kernel command line and runs its init.";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve(ServeTarget),
+    NetSetup(NetSetupOptions),
     Version,
     Help,
 }
@@ -41,14 +50,32 @@ pub enum ServeTarget {
     UnixSocket(PathBuf),
 }
 
+/// Options of `net-setup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSetupOptions {
+    /// File with the kernel command line.
+    pub cmdline_file: PathBuf,
+    /// Directory of `resolv.conf` and `hostname`.
+    pub etc_dir: PathBuf,
+}
+
+impl Default for NetSetupOptions {
+    fn default() -> Self {
+        Self {
+            cmdline_file: PathBuf::from("/proc/cmdline"),
+            etc_dir: PathBuf::from("/etc"),
+        }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CliError {
-    #[error("missing command; expected `serve` or `version`")]
+    #[error("missing command; expected `serve`, `net-setup` or `version`")]
     MissingCommand,
-    #[error("unknown command `{0}`; expected `serve` or `version`")]
+    #[error("unknown command `{0}`; expected `serve`, `net-setup` or `version`")]
     UnknownCommand(String),
-    #[error("unknown option `{0}` for `serve`")]
-    UnknownOption(String),
+    #[error("unknown option `{0}` for `{1}`")]
+    UnknownOption(String, &'static str),
     #[error("option `{0}` needs a path argument")]
     MissingValue(String),
     #[error("`--device` and `--unix-socket` cannot be used together")]
@@ -68,6 +95,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, C
     let command = args.next().transpose()?.ok_or(CliError::MissingCommand)?;
     match command.as_str() {
         "serve" => parse_serve(args),
+        "net-setup" => parse_net_setup(args),
         "version" | "--version" | "-V" => {
             reject_extra(args, &command)?;
             Ok(Command::Version)
@@ -92,7 +120,7 @@ fn parse_serve(
             "--device" => ServeTarget::Device(value(&mut args)?),
             "--unix-socket" => ServeTarget::UnixSocket(value(&mut args)?),
             "--help" | "-h" => return Ok(Command::Help),
-            _ => return Err(CliError::UnknownOption(option)),
+            _ => return Err(CliError::UnknownOption(option, "serve")),
         };
         if target != ServeTarget::VirtioPort {
             return Err(CliError::ConflictingTargets);
@@ -100,6 +128,27 @@ fn parse_serve(
         target = next;
     }
     Ok(Command::Serve(target))
+}
+
+fn parse_net_setup(
+    mut args: impl Iterator<Item = Result<String, CliError>>,
+) -> Result<Command, CliError> {
+    let mut options = NetSetupOptions::default();
+    while let Some(option) = args.next().transpose()? {
+        let mut value = || {
+            args.next()
+                .transpose()?
+                .map(PathBuf::from)
+                .ok_or_else(|| CliError::MissingValue(option.clone()))
+        };
+        match option.as_str() {
+            "--cmdline-file" => options.cmdline_file = value()?,
+            "--etc-dir" => options.etc_dir = value()?,
+            "--help" | "-h" => return Ok(Command::Help),
+            _ => return Err(CliError::UnknownOption(option, "net-setup")),
+        }
+    }
+    Ok(Command::NetSetup(options))
 }
 
 fn reject_extra(
@@ -166,7 +215,44 @@ mod tests {
     fn serve_unknown_option() {
         assert_eq!(
             parse(&["serve", "--port", "3"]),
-            Err(CliError::UnknownOption("--port".into()))
+            Err(CliError::UnknownOption("--port".into(), "serve"))
+        );
+    }
+
+    #[test]
+    fn net_setup_defaults() {
+        assert_eq!(
+            parse(&["net-setup"]),
+            Ok(Command::NetSetup(NetSetupOptions::default()))
+        );
+    }
+
+    #[test]
+    fn net_setup_with_options() {
+        assert_eq!(
+            parse(&[
+                "net-setup",
+                "--cmdline-file",
+                "/tmp/c",
+                "--etc-dir",
+                "/tmp/etc"
+            ]),
+            Ok(Command::NetSetup(NetSetupOptions {
+                cmdline_file: "/tmp/c".into(),
+                etc_dir: "/tmp/etc".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn net_setup_rejects_unknown_and_missing() {
+        assert_eq!(
+            parse(&["net-setup", "--iface", "eth0"]),
+            Err(CliError::UnknownOption("--iface".into(), "net-setup"))
+        );
+        assert_eq!(
+            parse(&["net-setup", "--etc-dir"]),
+            Err(CliError::MissingValue("--etc-dir".into()))
         );
     }
 

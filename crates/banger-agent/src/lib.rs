@@ -1,6 +1,6 @@
 //! `banger-agent`, the binary banger puts inside every guest.
 //!
-//! It has two jobs:
+//! It has three jobs:
 //!
 //! - [`initramfs`]: as `/init` of the initramfs banger generates for
 //!   distribution kernels, it loads the listed kernel modules, waits for the
@@ -9,12 +9,15 @@
 //!   images without systemd), it serves the `banger-agent-proto` protocol on a
 //!   virtio-serial port: session handshake, command execution with streamed
 //!   output, signals and shutdown.
+//! - [`net`]: at the start of serve mode and as `banger-agent net-setup`,
+//!   it configures the guest's network from `banger.*` kernel parameters.
 
 #[macro_use]
 mod log;
 
 pub mod cli;
 pub mod initramfs;
+pub mod net;
 pub mod process;
 pub mod serve;
 pub mod system;

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use banger_agent::cli::{self, Command, USAGE};
+use banger_agent::cli::{self, Command, NetSetupOptions, ServeTarget, USAGE};
+use banger_agent::net::{self, SetupPaths};
 use banger_agent::{VERSION, error_chain, initramfs, serve, system};
 
 fn main() -> ExitCode {
@@ -26,12 +27,44 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Command::Serve(target) => match serve::run(&target) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("banger-agent: serve: {}", error_chain(&error));
-                ExitCode::FAILURE
+        Command::Serve(target) => {
+            // A guest serves a virtio-serial port or device. The Unix socket
+            // mode runs on hosts for tests and leaves the network alone.
+            if !matches!(target, ServeTarget::UnixSocket(_)) {
+                net::setup_at_serve_start();
             }
-        },
+            match serve::run(&target) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("banger-agent: serve: {}", error_chain(&error));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::NetSetup(options) => net_setup(&options),
+    }
+}
+
+fn net_setup(options: &NetSetupOptions) -> ExitCode {
+    let paths = SetupPaths {
+        etc_dir: options.etc_dir.clone(),
+        ..SetupPaths::default()
+    };
+    match net::setup_from_cmdline(&options.cmdline_file, &paths) {
+        Ok(None) => {
+            eprintln!(
+                "banger-agent: net-setup: no banger.* network parameters in {}; nothing to do",
+                options.cmdline_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(steps)) => {
+            eprintln!("banger-agent: net-setup: {}", steps.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("banger-agent: net-setup: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
     }
 }

@@ -153,7 +153,7 @@ fn parse_uuid(value: &str) -> Result<String, CmdlineError> {
 
 /// Splits the command line at whitespace. Double quotes group words, as in
 /// `param="a b"`, and are removed.
-fn split_cmdline(cmdline: &str) -> Vec<String> {
+pub(crate) fn split_cmdline(cmdline: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     let mut current = String::new();
     let mut in_quotes = false;
