@@ -1,5 +1,5 @@
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Version of the message set; the agent reports it in `HelloAck`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -29,7 +29,8 @@ impl Paths {
         // Relative values are invalid by the XDG specification and are ignored.
         let absolute = |name: &str| var(name).filter(|p| p.is_absolute());
         let home = absolute("HOME").unwrap_or_else(|| PathBuf::from("/"));
-        let base = |name: &str, fallback: &str| absolute(name).unwrap_or_else(|| home.join(fallback));
+        let base =
+            |name: &str, fallback: &str| absolute(name).unwrap_or_else(|| home.join(fallback));
         let state_dir = base("XDG_STATE_HOME", ".local/state").join("banger");
         let runtime_dir = match absolute("XDG_RUNTIME_DIR") {
             Some(dir) => dir.join("banger"),
@@ -117,7 +118,10 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(paths.config_file(), PathBuf::from("/t/config/banger/config.toml"));
+        assert_eq!(
+            paths.config_file(),
+            PathBuf::from("/t/config/banger/config.toml")
+        );
         assert_eq!(paths.database(), PathBuf::from("/t/state/banger/banger.db"));
         assert_eq!(paths.cache_dir, PathBuf::from("/t/cache/banger"));
         assert_eq!(paths.socket(), PathBuf::from("/t/run/banger/bangerd.sock"));
@@ -127,9 +131,15 @@ mod tests {
     fn defaults_under_home() {
         let paths = resolve(&[("HOME", "/home/u")], false);
         assert_eq!(paths.config_dir, PathBuf::from("/home/u/.config/banger"));
-        assert_eq!(paths.state_dir, PathBuf::from("/home/u/.local/state/banger"));
+        assert_eq!(
+            paths.state_dir,
+            PathBuf::from("/home/u/.local/state/banger")
+        );
         assert_eq!(paths.cache_dir, PathBuf::from("/home/u/.cache/banger"));
-        assert_eq!(paths.runtime_dir, PathBuf::from("/home/u/.local/state/banger/run"));
+        assert_eq!(
+            paths.runtime_dir,
+            PathBuf::from("/home/u/.local/state/banger/run")
+        );
     }
 
     #[test]
@@ -140,7 +150,13 @@ mod tests {
 
     #[test]
     fn relative_values_are_ignored() {
-        let paths = resolve(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "relative")], false);
-        assert_eq!(paths.state_dir, PathBuf::from("/home/u/.local/state/banger"));
+        let paths = resolve(
+            &[("HOME", "/home/u"), ("XDG_STATE_HOME", "relative")],
+            false,
+        );
+        assert_eq!(
+            paths.state_dir,
+            PathBuf::from("/home/u/.local/state/banger")
+        );
     }
 }

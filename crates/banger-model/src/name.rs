@@ -93,7 +93,12 @@ mod tests {
             assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
         }
         let long = "a".repeat(64);
-        assert!(validate_vm_name(&long).unwrap_err().to_string().contains("longer than 63"));
+        assert!(
+            validate_vm_name(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 63")
+        );
     }
 
     #[test]

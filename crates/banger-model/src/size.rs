@@ -22,7 +22,9 @@ pub fn parse_size(value: &str) -> Result<u64, SizeError> {
     if digits.is_empty() {
         return Err(invalid("it does not start with a number"));
     }
-    let number: u64 = digits.parse().map_err(|_| invalid("the number is too large"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| invalid("the number is too large"))?;
     let unit = unit.trim().to_ascii_lowercase();
     let shift = match unit.as_str() {
         "" => return Err(invalid("the unit is missing")),
@@ -41,7 +43,7 @@ pub fn parse_size(value: &str) -> Result<u64, SizeError> {
 /// (`8G`, `1536M`), the form `parse_size` reads back.
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -87,7 +87,8 @@ mod tests {
         apply(&mut conn, STEPS).unwrap();
         apply(&mut conn, STEPS).unwrap();
         assert_eq!(applied(&conn).unwrap(), vec![1, 2]);
-        conn.execute("INSERT INTO a (x, y) VALUES (1, 'z')", []).unwrap();
+        conn.execute("INSERT INTO a (x, y) VALUES (1, 'z')", [])
+            .unwrap();
     }
 
     #[test]
@@ -119,7 +120,10 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn, STEPS).unwrap();
         let err = apply(&mut conn, &STEPS[..1]).unwrap_err();
-        assert!(matches!(err, StoreError::TooNew { found: 2, known: 1 }), "{err}");
+        assert!(
+            matches!(err, StoreError::TooNew { found: 2, known: 1 }),
+            "{err}"
+        );
     }
 
     impl Migration {

@@ -3,7 +3,10 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use crate::{Result, Store, StoreError};
 
-fn corrupt(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+fn corrupt(
+    what: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
     StoreError::Corrupt {
         what,
         source: Box::new(source),
@@ -46,11 +49,11 @@ impl VmRow {
     }
 
     fn decode(self) -> Result<VmRecord> {
-        let state: VmState = self.state.parse().map_err(|message: String| {
-            corrupt("VM state", std::io::Error::other(message))
-        })?;
-        let spec: VmSpec =
-            serde_json::from_str(&self.spec).map_err(|e| corrupt("VM spec", e))?;
+        let state: VmState = self
+            .state
+            .parse()
+            .map_err(|message: String| corrupt("VM state", std::io::Error::other(message)))?;
+        let spec: VmSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt("VM spec", e))?;
         let runtime = self
             .runtime
             .map(|text| serde_json::from_str(&text))
@@ -126,9 +129,9 @@ impl Store {
     }
 
     pub fn list_vms(&self) -> Result<Vec<VmRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {VM_COLUMNS} FROM vms ORDER BY created_at, name"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {VM_COLUMNS} FROM vms ORDER BY created_at, name"
+        ))?;
         let rows = stmt
             .query_map([], VmRow::from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -141,12 +144,18 @@ impl Store {
 
     /// Names of the VMs that use the image.
     pub fn vms_using_image(&self, image: &str) -> Result<Vec<String>> {
-        self.names_where("SELECT name FROM vms WHERE image_name = ?1 ORDER BY name", image)
+        self.names_where(
+            "SELECT name FROM vms WHERE image_name = ?1 ORDER BY name",
+            image,
+        )
     }
 
     /// Names of the VMs that use the kernel.
     pub fn vms_using_kernel(&self, kernel: &str) -> Result<Vec<String>> {
-        self.names_where("SELECT name FROM vms WHERE kernel_name = ?1 ORDER BY name", kernel)
+        self.names_where(
+            "SELECT name FROM vms WHERE kernel_name = ?1 ORDER BY name",
+            kernel,
+        )
     }
 
     fn names_where(&self, sql: &str, value: &str) -> Result<Vec<String>> {
@@ -180,9 +189,9 @@ impl Store {
     }
 
     pub fn list_kernels(&self) -> Result<Vec<KernelRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, sha256, release, source, created_at FROM kernels ORDER BY name")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, sha256, release, source, created_at FROM kernels ORDER BY name",
+        )?;
         let kernels = stmt
             .query_map([], kernel_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -190,7 +199,10 @@ impl Store {
     }
 
     pub fn delete_kernel(&self, name: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM kernels WHERE name = ?1", [name])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM kernels WHERE name = ?1", [name])?
+            > 0)
     }
 
     /// Inserts or replaces an image record.
@@ -222,9 +234,9 @@ impl Store {
     }
 
     pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, sha256, size_bytes, source, created_at FROM images ORDER BY name")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, sha256, size_bytes, source, created_at FROM images ORDER BY name",
+        )?;
         let images = stmt
             .query_map([], image_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -232,7 +244,10 @@ impl Store {
     }
 
     pub fn delete_image(&self, name: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM images WHERE name = ?1", [name])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM images WHERE name = ?1", [name])?
+            > 0)
     }
 }
 
@@ -334,7 +349,10 @@ mod tests {
         let store = store();
         store.insert_vm(&vm("dev")).unwrap();
         assert_eq!(store.vms_using_image("img").unwrap(), vec!["dev"]);
-        assert!(store.delete_image("img").is_err(), "foreign key must protect the image");
+        assert!(
+            store.delete_image("img").is_err(),
+            "foreign key must protect the image"
+        );
         assert!(store.delete_vm("id-dev").unwrap());
         assert!(store.delete_image("img").unwrap());
     }

@@ -47,8 +47,11 @@ impl Client {
     async fn start_daemon(&self) -> Result<(), CliError> {
         let binary = daemon_binary();
         std::fs::create_dir_all(&self.paths.state_dir).map_err(|e| {
-            CliError::local(format!("failed to create {}", self.paths.state_dir.display()))
-                .cause(e.to_string())
+            CliError::local(format!(
+                "failed to create {}",
+                self.paths.state_dir.display()
+            ))
+            .cause(e.to_string())
         })?;
         let log_path = self.paths.daemon_log();
         let log = std::fs::OpenOptions::new()
@@ -56,14 +59,14 @@ impl Client {
             .append(true)
             .open(&log_path)
             .map_err(|e| {
-                CliError::local(format!("failed to open {}", log_path.display())).cause(e.to_string())
+                CliError::local(format!("failed to open {}", log_path.display()))
+                    .cause(e.to_string())
             })?;
-        let log_err = log.try_clone().map_err(|e| CliError::local(e.to_string()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| CliError::local(e.to_string()))?;
         let mut command = std::process::Command::new(&binary);
-        command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
         // The daemon gets its own session so that the terminal's signals
         // (Ctrl-C in this shell) do not reach it.
         use std::os::unix::process::CommandExt;
@@ -77,9 +80,12 @@ impl Client {
             });
         }
         let mut child = command.spawn().map_err(|e| {
-            CliError::new(ErrorKind::Unavailable, format!("failed to start the daemon {}", binary.display()))
-                .cause(e.to_string())
-                .hint("install bangerd next to banger, or put it on PATH")
+            CliError::new(
+                ErrorKind::Unavailable,
+                format!("failed to start the daemon {}", binary.display()),
+            )
+            .cause(e.to_string())
+            .hint("install bangerd next to banger, or put it on PATH")
         })?;
         let deadline = Instant::now() + DAEMON_START_TIMEOUT;
         loop {
@@ -119,7 +125,9 @@ impl Client {
         upgrade: Option<&str>,
     ) -> Result<Response<Incoming>, CliError> {
         let socket = self.paths.socket();
-        let stream = UnixStream::connect(&socket).await.map_err(|e| unreachable(&socket, e))?;
+        let stream = UnixStream::connect(&socket)
+            .await
+            .map_err(|e| unreachable(&socket, e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(&socket, std::io::Error::other(e)))?;
@@ -139,7 +147,11 @@ impl Client {
             Some(bytes) => builder
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(bytes)).boxed()),
-            None => builder.body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed()),
+            None => builder.body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ),
         }
         .expect("valid request");
         let response = sender
@@ -187,9 +199,12 @@ impl Client {
         let mut pending = Vec::new();
         while let Some(frame) = response.body_mut().frame().await {
             let frame = frame.map_err(|e| {
-                CliError::local("the daemon closed the connection mid-operation").cause(e.to_string())
+                CliError::local("the daemon closed the connection mid-operation")
+                    .cause(e.to_string())
             })?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             pending.extend_from_slice(data);
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
@@ -200,15 +215,18 @@ impl Client {
                     Event::Progress { message } => on_progress(&message),
                     Event::Done { result } => {
                         return serde_json::from_value(result).map_err(|e| {
-                            CliError::local("the daemon sent an invalid result").cause(e.to_string())
+                            CliError::local("the daemon sent an invalid result")
+                                .cause(e.to_string())
                         });
                     }
                     Event::Error { error } => return Err(CliError::Remote(error)),
                 }
             }
         }
-        Err(CliError::local("the daemon ended the operation without a result")
-            .hint(format!("see {}", self.paths.daemon_log().display())))
+        Err(
+            CliError::local("the daemon ended the operation without a result")
+                .hint(format!("see {}", self.paths.daemon_log().display())),
+        )
     }
 }
 

@@ -3,7 +3,8 @@
 use std::io::{IsTerminal, Write};
 
 use banger_agent_proto::{
-    Decoder, ExecRequest, ExitStatus, Frame, FrameKind, SignalRequest, decode_json, encode, encode_json,
+    Decoder, ExecRequest, ExitStatus, Frame, FrameKind, SignalRequest, decode_json, encode,
+    encode_json,
 };
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -91,7 +92,8 @@ pub async fn run(client: &Client, name: &str, argv: Vec<String>) -> Result<ExitS
                 }
                 FrameKind::Exit => {
                     let status: ExitStatus = decode_json(&frame.payload).map_err(|e| {
-                        CliError::local("the guest agent sent an invalid exit status").cause(e.to_string())
+                        CliError::local("the guest agent sent an invalid exit status")
+                            .cause(e.to_string())
                     })?;
                     writer.abort();
                     return Ok(status);
@@ -138,7 +140,9 @@ fn spawn_signal_forwarding(frames: tokio::sync::mpsc::UnboundedSender<Frame>) {
         (SignalKind::terminate(), libc::SIGTERM),
         (SignalKind::hangup(), libc::SIGHUP),
     ] {
-        let Ok(mut stream) = signal(kind) else { continue };
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
         let frames = frames.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {

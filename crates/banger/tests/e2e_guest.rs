@@ -21,7 +21,7 @@ macro_rules! require_e2e {
 #[test]
 fn vm_run_reports_guest_kernel_and_exit_code() {
     require_e2e!();
-    let env = UserEnv::new();
+    let env = UserEnv::shared();
 
     let run = env.ok(&["vm", "run", "--rm", "--name", "first", "--", "uname", "-r"]);
     assert!(run.stderr.contains("spec: "), "no spec line:\n{run}");
@@ -45,7 +45,13 @@ fn vm_run_reports_guest_kernel_and_exit_code() {
     );
 
     let run = env.run(&[
-        "vm", "run", "--rm", "--", "sh", "-c", "echo out; echo err >&2; exit 7",
+        "vm",
+        "run",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
     ]);
     assert_eq!(run.code, 7, "{run}");
     assert_eq!(run.stdout, "out\n", "{run}");
@@ -57,16 +63,36 @@ fn vm_run_reports_guest_kernel_and_exit_code() {
 #[test]
 fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     require_e2e!();
-    let env = UserEnv::new();
-    env.ok(&["vm", "create", "--name", "dev", "--vcpu", "2", "--memory", "1024"]);
+    let env = UserEnv::shared();
+    env.ok(&[
+        "vm", "create", "--name", "dev", "--vcpu", "2", "--memory", "1024",
+    ]);
     let listed = env.ok(&["ps"]);
-    let row = listed.stdout.lines().find(|l| l.contains(" dev ")).expect("dev listed");
-    assert!(row.contains("running") && row.contains("debian-bookworm"), "{listed}");
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.contains(" dev "))
+        .expect("dev listed");
+    assert!(
+        row.contains("running") && row.contains("debian-bookworm"),
+        "{listed}"
+    );
     for column in ["NAME", "STATE", "IMAGE", "VCPU", "MEM", "CREATED"] {
-        assert!(listed.stdout.lines().next().unwrap().contains(column), "{listed}");
+        assert!(
+            listed.stdout.lines().next().unwrap().contains(column),
+            "{listed}"
+        );
     }
 
-    env.ok(&["vm", "exec", "dev", "--", "sh", "-c", "echo kept > /root/note; echo sys > /etc/banger-note; sync"]);
+    env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/note; echo sys > /etc/banger-note; sync",
+    ]);
 
     // A command that does not exist in the guest: 127 and a message.
     let missing = env.run(&["vm", "exec", "dev", "--", "no-such-command", "x"]);
@@ -79,10 +105,16 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
 
     // Standard input reaches the command.
     let mut cat = env.command(&["vm", "exec", "dev", "--", "cat"]);
-    cat.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    cat.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     let mut child = cat.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "through stdin\n");
 
@@ -94,14 +126,25 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert_eq!(again.stdout, "kept\n");
 
     env.ok(&["vm", "stop", "dev"]);
-    assert!(env.own_processes().iter().all(|pid| !is_vmm(*pid)), "VMM left after stop");
+    assert!(
+        env.own_processes().iter().all(|pid| !is_vmm(*pid)),
+        "VMM left after stop"
+    );
     let stopped = env.run(&["vm", "exec", "dev", "--", "true"]);
     assert_ne!(stopped.code, 0, "{stopped}");
     assert!(stopped.stderr.contains("\"dev\" is stopped"), "{stopped}");
     assert!(stopped.stderr.contains("banger vm start dev"), "{stopped}");
 
     env.ok(&["vm", "start", "dev"]);
-    let files = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/note", "/etc/banger-note"]);
+    let files = env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--",
+        "cat",
+        "/root/note",
+        "/etc/banger-note",
+    ]);
     assert_eq!(files.stdout, "kept\nsys\n");
 
     env.ok(&["vm", "delete", "dev"]);
@@ -113,7 +156,7 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
 #[test]
 fn boot_failure_leaves_error_record_and_no_files() {
     require_e2e!();
-    let env = UserEnv::new();
+    let env = UserEnv::shared();
     // No guest boots in two seconds under emulation, so the boot times out.
     env.write_config("boot_timeout_secs = 2\n");
     let run = env.run(&["vm", "create", "--name", "slow"]);
@@ -122,10 +165,19 @@ fn boot_failure_leaves_error_record_and_no_files() {
     let vms = env.vms_json();
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0]["state"], "error");
-    assert!(vms[0]["last_error"].as_str().unwrap_or("").contains("did not answer"), "{vms:?}");
+    assert!(
+        vms[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did not answer"),
+        "{vms:?}"
+    );
     assert!(env.vm_dirs().is_empty(), "{:?}", env.vm_dirs());
     assert!(env.vm_run_dirs().is_empty(), "{:?}", env.vm_run_dirs());
-    assert!(env.own_processes().iter().all(|pid| !is_vmm(*pid)), "VMM left behind");
+    assert!(
+        env.own_processes().iter().all(|pid| !is_vmm(*pid)),
+        "VMM left behind"
+    );
 
     // Starting it again explains that it has no disks.
     let start = env.run(&["vm", "start", "slow"]);

@@ -39,12 +39,18 @@ fn unknown_image_and_kernel_are_rejected() {
     let env = UserEnv::with_private_cache();
     let run = env.run(&["vm", "create", "--image", "no-such-image"]);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("image \"no-such-image\" not found"), "{run}");
+    assert!(
+        run.stderr.contains("image \"no-such-image\" not found"),
+        "{run}"
+    );
     assert!(run.stderr.contains("banger image list"), "{run}");
 
     let run = env.run(&["vm", "run", "--kernel", "no-such-kernel", "--", "true"]);
     assert_eq!(run.code, 125, "{run}");
-    assert!(run.stderr.contains("kernel \"no-such-kernel\" not found"), "{run}");
+    assert!(
+        run.stderr.contains("kernel \"no-such-kernel\" not found"),
+        "{run}"
+    );
     assert!(env.vms_json().is_empty());
     assert!(env.vm_dirs().is_empty());
 }
@@ -67,8 +73,17 @@ fn corrupt_kernel_package_is_rejected() {
         .current_dir(&download)
         .output()
         .unwrap();
-    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
-    let meta = std::fs::read_dir(&download).unwrap().flatten().next().unwrap().path();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let meta = std::fs::read_dir(&download)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let bytes = std::fs::read(&meta).unwrap();
     let truncated = env.root.path().join("truncated.deb");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -124,18 +139,24 @@ fn unreachable_daemon_is_reported() {
     let output = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("failed to start the daemon /nonexistent/bangerd"), "{stderr}");
+    assert!(
+        stderr.contains("failed to start the daemon /nonexistent/bangerd"),
+        "{stderr}"
+    );
     assert!(stderr.contains("hint:"), "{stderr}");
 }
 
 #[test]
 fn duplicate_name_and_image_in_use_are_rejected() {
     require_e2e!();
-    let env = UserEnv::new();
+    let env = UserEnv::shared();
     env.ok(&["vm", "create", "--no-start", "--name", "twin"]);
     let run = env.run(&["vm", "create", "--no-start", "--name", "twin"]);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("a VM named \"twin\" already exists"), "{run}");
+    assert!(
+        run.stderr.contains("a VM named \"twin\" already exists"),
+        "{run}"
+    );
     assert_eq!(env.vms_json().len(), 1);
     assert_eq!(env.vm_dirs().len(), 1);
 

@@ -68,12 +68,11 @@ impl AgentConn {
             let resend_at = Instant::now() + Duration::from_secs(1);
             let ack = loop {
                 if let Some(frame) = decoder.next_frame() {
-                    if frame.kind == FrameKind::HelloAck {
-                        if let Ok(ack) = decode_json::<HelloAck>(&frame.payload) {
-                            if ack.nonce == nonce {
-                                break Some(ack);
-                            }
-                        }
+                    if frame.kind == FrameKind::HelloAck
+                        && let Ok(ack) = decode_json::<HelloAck>(&frame.payload)
+                        && ack.nonce == nonce
+                    {
+                        break Some(ack);
                     }
                     continue;
                 }

@@ -30,12 +30,11 @@ pub fn check_static(path: &Path) -> Result<(), Box<AgentBinError>> {
         path: shown.clone(),
         source,
     })?;
-    let elf = ElfFile64::<object::Endianness>::parse(&*data).map_err(|source| {
-        AgentBinError::NotElf {
+    let elf =
+        ElfFile64::<object::Endianness>::parse(&*data).map_err(|source| AgentBinError::NotElf {
             path: shown.clone(),
             source,
-        }
-    })?;
+        })?;
     let endian = elf.endian();
     let has_interp = elf
         .elf_program_headers()

@@ -49,7 +49,10 @@ impl Daemon {
     pub fn kernel_files(&self, record: &KernelRecord) -> ApiResult<KernelArtifacts> {
         banger_image::kernel::load(&self.paths.cache_dir, &record.sha256).map_err(|e| {
             ApiError::from_error(ErrorKind::Conflict, &e)
-                .context(format!("the files of kernel {:?} are missing from the cache", record.name))
+                .context(format!(
+                    "the files of kernel {:?} are missing from the cache",
+                    record.name
+                ))
                 .hint(format!(
                     "remove it with `banger kernel rm {0}` and import it again",
                     record.name
@@ -77,13 +80,16 @@ impl Daemon {
 
     /// Fetches a catalog kernel's package and imports it.
     pub async fn pull_kernel(&self, name: &str, events: &Events) -> ApiResult<KernelRecord> {
-        let entry = KERNEL_CATALOG.iter().find(|k| k.name == name).ok_or_else(|| {
-            let known: Vec<_> = KERNEL_CATALOG.iter().map(|k| k.name).collect();
-            ApiError::not_found(format!("kernel {name:?} is not in the catalog")).hint(format!(
-                "known kernels: {}; import another with `banger kernel import --deb FILE`",
-                known.join(", ")
-            ))
-        })?;
+        let entry = KERNEL_CATALOG
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = KERNEL_CATALOG.iter().map(|k| k.name).collect();
+                ApiError::not_found(format!("kernel {name:?} is not in the catalog")).hint(format!(
+                    "known kernels: {}; import another with `banger kernel import --deb FILE`",
+                    known.join(", ")
+                ))
+            })?;
         let _guard = self.artifact_lock(&format!("kernel/{name}")).await;
         if let Some(record) = self.store().get_kernel(name)? {
             return Ok(record);
@@ -103,7 +109,8 @@ impl Daemon {
         })
         .await
         .map_err(|e| classify_tool_error(e).context(format!("failed to pull kernel {name:?}")))?;
-        self.import_kernel_file(&deb, Some(name), package, events).await
+        self.import_kernel_file(&deb, Some(name), package, events)
+            .await
     }
 
     /// Imports a kernel package under `name`, or under its kernel release.
@@ -222,8 +229,10 @@ impl Daemon {
 
     fn ensure_cache_dir(&self) -> ApiResult<PathBuf> {
         std::fs::create_dir_all(&self.paths.cache_dir).map_err(|e| {
-            ApiError::from_error(ErrorKind::Internal, &e)
-                .context(format!("failed to create {}", self.paths.cache_dir.display()))
+            ApiError::from_error(ErrorKind::Internal, &e).context(format!(
+                "failed to create {}",
+                self.paths.cache_dir.display()
+            ))
         })?;
         Ok(self.paths.cache_dir.clone())
     }

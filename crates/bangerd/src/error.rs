@@ -48,7 +48,9 @@ impl ApiError {
     }
 
     pub fn with_operation(mut self, operation: &str) -> Self {
-        self.0.operation.get_or_insert_with(|| operation.to_string());
+        self.0
+            .operation
+            .get_or_insert_with(|| operation.to_string());
         self
     }
 
@@ -88,8 +90,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let operation = self.0.operation.clone();
         let mut response = (status, axum::Json(self.0)).into_response();
         if let Some(value) = operation.and_then(|op| HeaderValue::from_str(&op).ok()) {

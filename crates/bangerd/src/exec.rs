@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use banger_agent_proto::{Decoder, ExecRequest, Frame, FrameKind, decode_json, encode, encode_json};
+use banger_agent_proto::{
+    Decoder, ExecRequest, Frame, FrameKind, decode_json, encode, encode_json,
+};
 use banger_api::EXEC_UPGRADE;
 use banger_model::VmState;
 use hyper_util::rt::TokioIo;
@@ -27,8 +29,10 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let vm = daemon.vm_record(&name)?;
     if vm.state != VmState::Running {
-        return Err(ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
-            .hint(format!("start it with `banger vm start {name}`")));
+        return Err(
+            ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
+                .hint(format!("start it with `banger vm start {name}`")),
+        );
     }
     let conn = daemon.connect_agent(&vm).await?;
     let upgrade = hyper::upgrade::on(request);
@@ -59,16 +63,18 @@ impl Daemon {
         if let Some(conn) = self.agent(&vm.id).await {
             return Ok(conn);
         }
-        let process = crate::vms::runtime_process(vm).ok_or_else(|| {
-            ApiError::conflict(format!("VM {:?} has no process record", vm.name))
-        })?;
+        let process = crate::vms::runtime_process(vm)
+            .ok_or_else(|| ApiError::conflict(format!("VM {:?} has no process record", vm.name)))?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         let conn = crate::boot::wait_for_agent(self.vmm.as_ref(), &process, deadline)
             .await
             .map_err(|e| {
                 ApiError::from_error(banger_api::ErrorKind::Internal, &e)
                     .context(format!("cannot reach the agent of VM {:?}", vm.name))
-                    .hint(format!("restart it with `banger vm stop {0} && banger vm start {0}`", vm.name))
+                    .hint(format!(
+                        "restart it with `banger vm stop {0} && banger vm start {0}`",
+                        vm.name
+                    ))
             })?;
         self.set_agent(&vm.id, conn.clone()).await;
         Ok(conn)
@@ -113,7 +119,11 @@ where
     }
     let (stream, mut from_agent) = conn.open_stream()?;
     tracing::info!(argv = ?request.argv, stream, "exec started");
-    conn.send(Frame::new(FrameKind::ExecStart, stream, encode_json(&request)))?;
+    conn.send(Frame::new(
+        FrameKind::ExecStart,
+        stream,
+        encode_json(&request),
+    ))?;
 
     let outcome = loop {
         // Frames the client already sent along with the request.

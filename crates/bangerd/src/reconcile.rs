@@ -41,10 +41,7 @@ pub async fn reconcile(daemon: &Daemon) -> anyhow::Result<()> {
             }
         };
         if settled == VmState::Error && vm.last_error.is_none() {
-            vm.last_error = Some(format!(
-                "the daemon stopped while the VM was {}",
-                vm.state
-            ));
+            vm.last_error = Some(format!("the daemon stopped while the VM was {}", vm.state));
         }
         tracing::info!(vm = %vm.name, from = %vm.state, to = %settled, "settled VM at startup");
         vm.state = settled;

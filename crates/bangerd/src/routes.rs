@@ -67,7 +67,10 @@ async fn show_vm(
     Ok(Json(daemon.vm_record(&name)?))
 }
 
-async fn create_vm(State(daemon): State<Arc<Daemon>>, Json(request): Json<CreateVmRequest>) -> Response {
+async fn create_vm(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<CreateVmRequest>,
+) -> Response {
     stream(new_operation_id(), move |events| async move {
         daemon.create_vm(request, &events).await
     })
@@ -101,7 +104,10 @@ async fn import_kernel(
 ) -> ApiResult<Response> {
     let deb = std::path::PathBuf::from(&request.deb);
     if !deb.is_absolute() {
-        return Err(ApiError::invalid(format!("kernel package path {:?} is not absolute", request.deb)));
+        return Err(ApiError::invalid(format!(
+            "kernel package path {:?} is not absolute",
+            request.deb
+        )));
     }
     if !deb.is_file() {
         return Err(ApiError::not_found(format!("kernel package {} not found", deb.display()))
@@ -109,12 +115,19 @@ async fn import_kernel(
     }
     if let Some(name) = &request.name {
         banger_model::validate_vm_name(name).map_err(|e| {
-            ApiError::invalid(format!("invalid kernel name {name:?}")).cause(e.to_string()).hint(e.hint())
+            ApiError::invalid(format!("invalid kernel name {name:?}"))
+                .cause(e.to_string())
+                .hint(e.hint())
         })?;
     }
     Ok(stream(new_operation_id(), move |events| async move {
         daemon
-            .import_kernel_file(&deb, request.name.as_deref(), &deb.display().to_string(), &events)
+            .import_kernel_file(
+                &deb,
+                request.name.as_deref(),
+                &deb.display().to_string(),
+                &events,
+            )
             .await
     }))
 }

@@ -29,7 +29,10 @@ pub async fn run() -> anyhow::Result<()> {
     let _lock = lock_instance(&paths.lock_file())?;
     let store = Store::open(&paths.database())?;
     let vmm = Arc::new(banger_vmm::QemuVmm::new(
-        config.qemu_bin.clone().unwrap_or_else(|| "qemu-system-x86_64".into()),
+        config
+            .qemu_bin
+            .clone()
+            .unwrap_or_else(|| "qemu-system-x86_64".into()),
     ));
     let daemon = Arc::new(Daemon::new(paths.clone(), config, store, vmm));
     crate::reconcile::reconcile(&daemon)
@@ -62,7 +65,9 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 async fn terminate() {
-    if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    if let Ok(mut signal) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         signal.recv().await;
     }
 }

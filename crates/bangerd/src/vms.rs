@@ -55,7 +55,11 @@ impl Daemon {
     }
 
     /// Creates a VM and, unless `no_start`, boots it and waits for its agent.
-    pub async fn create_vm(&self, request: CreateVmRequest, events: &Events) -> ApiResult<VmRecord> {
+    pub async fn create_vm(
+        &self,
+        request: CreateVmRequest,
+        events: &Events,
+    ) -> ApiResult<VmRecord> {
         let spec = self.resolve_spec(&request)?;
         let name = match &request.name {
             Some(name) => {
@@ -69,10 +73,11 @@ impl Daemon {
         };
         let _guard = self.vm_lock(&name).await;
         if self.store().get_vm(&name)?.is_some() {
-            return Err(ApiError::conflict(format!("a VM named {name:?} already exists"))
-                .hint(format!(
+            return Err(
+                ApiError::conflict(format!("a VM named {name:?} already exists")).hint(format!(
                     "choose another name, or delete it first with `banger vm delete {name}`"
-                )));
+                )),
+            );
         }
         let defaults = self.defaults()?;
         let kernel_name = request.kernel.clone().unwrap_or(defaults.kernel);
@@ -129,7 +134,9 @@ impl Daemon {
         let _guard = self.vm_lock(name).await;
         let mut vm = self.vm_record(name)?;
         if vm.state == VmState::Running {
-            return Err(ApiError::conflict(format!("VM {name:?} is already running")));
+            return Err(ApiError::conflict(format!(
+                "VM {name:?} is already running"
+            )));
         }
         if !vm.state.can_start() {
             return Err(ApiError::conflict(format!("VM {name:?} is {}", vm.state))
@@ -137,15 +144,23 @@ impl Daemon {
         }
         if !self.paths.vm_dir(&vm.id).join(ROOT_DISK).exists() {
             return Err(ApiError::conflict(format!("VM {name:?} has no disks"))
-                .cause(vm.last_error.clone().unwrap_or_else(|| "its creation failed".into()))
-                .hint(format!("delete it with `banger vm delete {name}` and create it again")));
+                .cause(
+                    vm.last_error
+                        .clone()
+                        .unwrap_or_else(|| "its creation failed".into()),
+                )
+                .hint(format!(
+                    "delete it with `banger vm delete {name}` and create it again"
+                )));
         }
         // The current agent goes into every boot, so guests follow daemon upgrades.
         let agent = self.agent_binary()?;
         let root = self.paths.vm_dir(&vm.id).join(ROOT_DISK);
         crate::artifacts::blocking(move || inject_agent(&root, &agent))
             .await
-            .map_err(|e| crate::artifacts::classify_tool_error(e).context("failed to update the guest agent"))?;
+            .map_err(|e| {
+                crate::artifacts::classify_tool_error(e).context("failed to update the guest agent")
+            })?;
         if let Err(error) = self.boot(&mut vm, events).await {
             return Err(self.fail(&mut vm, error, "failed to boot"));
         }
@@ -158,7 +173,10 @@ impl Daemon {
         let _guard = self.vm_lock(name).await;
         let mut vm = self.vm_record(name)?;
         if vm.state != VmState::Running {
-            return Err(ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state)));
+            return Err(ApiError::conflict(format!(
+                "VM {name:?} is {}, not running",
+                vm.state
+            )));
         }
         vm.state = VmState::Stopping;
         self.save(&mut vm)?;
@@ -198,12 +216,16 @@ impl Daemon {
             disk_size_bytes: request.disk_size_bytes.unwrap_or(defaults.disk_size_bytes),
         };
         if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
-            return Err(ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
-                .hint(format!("use 1 to {MAX_VCPUS} vCPUs")));
+            return Err(
+                ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
+                    .hint(format!("use 1 to {MAX_VCPUS} vCPUs")),
+            );
         }
         if spec.memory_mib < MIN_MEMORY_MIB {
-            return Err(ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
-                .hint(format!("use at least {MIN_MEMORY_MIB} MiB")));
+            return Err(
+                ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
+                    .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
+            );
         }
         if spec.disk_size_bytes < MIN_DISK_BYTES {
             return Err(ApiError::invalid(format!(
@@ -218,7 +240,9 @@ impl Daemon {
     fn check_known_or_catalog(&self, kernel: &str, image: &str) -> ApiResult<()> {
         let store = self.store();
         if store.get_kernel(kernel)?.is_none()
-            && !crate::artifacts::KERNEL_CATALOG.iter().any(|k| k.name == kernel)
+            && !crate::artifacts::KERNEL_CATALOG
+                .iter()
+                .any(|k| k.name == kernel)
         {
             drop(store);
             return Err(self.kernel_record(kernel).unwrap_err());
@@ -275,7 +299,9 @@ impl Daemon {
             banger_image::kernel::build_initramfs(&kernel_files, &agent, &cache)
         })
         .await
-        .map_err(|e| ApiError::from_error(ErrorKind::Internal, &e).context("failed to build the initramfs"))?;
+        .map_err(|e| {
+            ApiError::from_error(ErrorKind::Internal, &e).context("failed to build the initramfs")
+        })?;
         let accel = self.accel(&files.bzimage, &initrd, events).await;
 
         let run_dir = self.paths.vm_run_dir(&vm.id);
@@ -321,7 +347,8 @@ impl Daemon {
         self.save(vm)?;
         tracing::info!(vm = %vm.name, pid = process.pid, "VMM started");
 
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.boot_timeout_secs);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.boot_timeout_secs);
         match crate::boot::wait_for_agent(self.vmm.as_ref(), &process, deadline).await {
             Ok(conn) => {
                 events
@@ -363,7 +390,10 @@ impl Daemon {
         let mut path = "agent".to_string();
         let synced = match self.agent(&vm.id).await {
             Some(conn) => conn
-                .shutdown(banger_agent_proto::ShutdownAction::Poweroff, Duration::from_secs(10))
+                .shutdown(
+                    banger_agent_proto::ShutdownAction::Poweroff,
+                    Duration::from_secs(10),
+                )
                 .await
                 .is_ok(),
             None => false,
@@ -405,10 +435,10 @@ impl Daemon {
 
     pub fn remove_vm_files(&self, vm: &VmRecord) {
         for dir in [self.paths.vm_dir(&vm.id), self.paths.vm_run_dir(&vm.id)] {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(vm = %vm.name, dir = %dir.display(), error = %e, "failed to remove VM files");
-                }
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(vm = %vm.name, dir = %dir.display(), error = %e, "failed to remove VM files");
             }
         }
     }

@@ -15,18 +15,21 @@ pub async fn run(command: DaemonCommand) -> Result<u8, CliError> {
     let client = Client::existing();
     let socket = client.paths.socket();
     match command {
-        DaemonCommand::Status => {
-            match client.get::<banger_api::Health>("/health").await {
-                Ok(health) => {
-                    println!("running: pid {} · version {} · {}", health.pid, health.version, socket.display());
-                    Ok(0)
-                }
-                Err(_) => {
-                    println!("not running (socket {})", socket.display());
-                    Ok(3)
-                }
+        DaemonCommand::Status => match client.get::<banger_api::Health>("/health").await {
+            Ok(health) => {
+                println!(
+                    "running: pid {} · version {} · {}",
+                    health.pid,
+                    health.version,
+                    socket.display()
+                );
+                Ok(0)
             }
-        }
+            Err(_) => {
+                println!("not running (socket {})", socket.display());
+                Ok(3)
+            }
+        },
         DaemonCommand::Stop => {
             let health = match client.get::<banger_api::Health>("/health").await {
                 Ok(health) => health,
@@ -46,7 +49,10 @@ pub async fn run(command: DaemonCommand) -> Result<u8, CliError> {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             if proc_dir.exists() && !is_zombie(&proc_dir) {
-                return Err(CliError::local(format!("the daemon (pid {}) did not exit within 30 s", health.pid)));
+                return Err(CliError::local(format!(
+                    "the daemon (pid {}) did not exit within 30 s",
+                    health.pid
+                )));
             }
             eprintln!("daemon stopped (pid {})", health.pid);
             Ok(0)
@@ -57,6 +63,9 @@ pub async fn run(command: DaemonCommand) -> Result<u8, CliError> {
 fn is_zombie(proc_dir: &std::path::Path) -> bool {
     std::fs::read_to_string(proc_dir.join("stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }

@@ -29,14 +29,26 @@ pub async fn run(command: ImageCommand) -> Result<u8, CliError> {
     match command {
         ImageCommand::Build { name } => {
             let image: ImageRecord = client
-                .stream(Method::POST, "/images/build", Some(&BuildImageRequest { name }), progress)
+                .stream(
+                    Method::POST,
+                    "/images/build",
+                    Some(&BuildImageRequest { name }),
+                    progress,
+                )
                 .await?;
-            println!("{} {}", image.name, &image.sha256[..12.min(image.sha256.len())]);
+            println!(
+                "{} {}",
+                image.name,
+                &image.sha256[..12.min(image.sha256.len())]
+            );
         }
         ImageCommand::List { json } => {
             let images: Vec<ImageRecord> = client.get("/images").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&images).expect("serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&images).expect("serialises")
+                );
             } else {
                 let rows: Vec<Vec<String>> = images
                     .iter()

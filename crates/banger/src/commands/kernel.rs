@@ -52,14 +52,22 @@ pub async fn run(command: KernelCommand) -> Result<u8, CliError> {
         }
         KernelCommand::Pull { name } => {
             let kernel: KernelRecord = client
-                .stream(Method::POST, "/kernels/pull", Some(&PullKernelRequest { name }), progress)
+                .stream(
+                    Method::POST,
+                    "/kernels/pull",
+                    Some(&PullKernelRequest { name }),
+                    progress,
+                )
                 .await?;
             println!("{} {}", kernel.name, kernel.release);
         }
         KernelCommand::List { json } => {
             let kernels: Vec<KernelRecord> = client.get("/kernels").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&kernels).expect("serialises"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&kernels).expect("serialises")
+                );
             } else {
                 let rows: Vec<Vec<String>> = kernels
                     .iter()

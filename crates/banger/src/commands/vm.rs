@@ -97,18 +97,37 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
             println!("{}", vm.name);
             Ok(0)
         }
-        VmCommand::Start { names } => each(names, "start", |c, n| async move {
-            c.stream::<VmRecord>(Method::POST, &format!("/vms/{n}/start"), None::<&()>, progress).await
-        })
-        .await,
-        VmCommand::Stop { names } => each(names, "stop", |c, n| async move {
-            c.stream::<VmRecord>(Method::POST, &format!("/vms/{n}/stop"), None::<&()>, progress).await
-        })
-        .await,
-        VmCommand::Delete { names } => each(names, "delete", |c, n| async move {
-            c.stream::<VmRecord>(Method::DELETE, &format!("/vms/{n}"), None::<&()>, progress).await
-        })
-        .await,
+        VmCommand::Start { names } => {
+            each(names, "start", |c, n| async move {
+                c.stream::<VmRecord>(
+                    Method::POST,
+                    &format!("/vms/{n}/start"),
+                    None::<&()>,
+                    progress,
+                )
+                .await
+            })
+            .await
+        }
+        VmCommand::Stop { names } => {
+            each(names, "stop", |c, n| async move {
+                c.stream::<VmRecord>(
+                    Method::POST,
+                    &format!("/vms/{n}/stop"),
+                    None::<&()>,
+                    progress,
+                )
+                .await
+            })
+            .await
+        }
+        VmCommand::Delete { names } => {
+            each(names, "delete", |c, n| async move {
+                c.stream::<VmRecord>(Method::DELETE, &format!("/vms/{n}"), None::<&()>, progress)
+                    .await
+            })
+            .await
+        }
         VmCommand::List(args) => list(args).await.map_err(Failure::from),
         VmCommand::Show { name } => {
             let client = Client::connect().await?;
@@ -127,7 +146,9 @@ where
 {
     if names.is_empty() {
         return Err(CliError::invalid(format!("no VM named to {verb}"))
-            .hint(format!("pass one or more names: `banger vm {verb} NAME...`"))
+            .hint(format!(
+                "pass one or more names: `banger vm {verb} NAME...`"
+            ))
             .into());
     }
     let client = std::sync::Arc::new(Client::connect().await?);
@@ -167,7 +188,9 @@ async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRe
         disk_size_bytes: spec.disk_size,
         no_start,
     };
-    client.stream(Method::POST, "/vms", Some(&request), progress).await
+    client
+        .stream(Method::POST, "/vms", Some(&request), progress)
+        .await
 }
 
 async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
@@ -190,11 +213,19 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
     };
     if args.rm {
         let deleted: Result<VmRecord, CliError> = client
-            .stream(Method::DELETE, &format!("/vms/{}", vm.name), None::<&()>, |_| {})
+            .stream(
+                Method::DELETE,
+                &format!("/vms/{}", vm.name),
+                None::<&()>,
+                |_| {},
+            )
             .await;
         if let Err(error) = deleted {
             crate::render::print_error(&error);
-            return Err(fail(CliError::local(format!("failed to delete VM {}", vm.name))));
+            return Err(fail(CliError::local(format!(
+                "failed to delete VM {}",
+                vm.name
+            ))));
         }
     }
     outcome.map_err(fail)
@@ -206,7 +237,9 @@ async fn exec(name: &str, command: Vec<String>) -> Result<u8, Failure> {
         exit_code: EXIT_BANGER_FAILED,
     };
     let client = Client::connect().await.map_err(fail)?;
-    let status = crate::exec::run(&client, name, command).await.map_err(fail)?;
+    let status = crate::exec::run(&client, name, command)
+        .await
+        .map_err(fail)?;
     Ok(exit_code(&status))
 }
 
@@ -219,7 +252,10 @@ pub async fn list(args: ListArgs) -> Result<u8, CliError> {
     let client = Client::connect().await?;
     let vms: Vec<VmRecord> = client.get("/vms").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&vms).expect("serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&vms).expect("serialises")
+        );
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = vms
@@ -238,7 +274,9 @@ pub async fn list(args: ListArgs) -> Result<u8, CliError> {
         })
         .collect();
     print_table(
-        &["ID", "NAME", "STATE", "IMAGE", "VCPU", "MEM", "DISK", "CREATED"],
+        &[
+            "ID", "NAME", "STATE", "IMAGE", "VCPU", "MEM", "DISK", "CREATED",
+        ],
         &rows,
     );
     Ok(0)

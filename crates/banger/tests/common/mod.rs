@@ -25,7 +25,7 @@ pub fn skip_reason() -> Option<String> {
 
 impl UserEnv {
     /// A fresh user with the shared cache.
-    pub fn new() -> Self {
+    pub fn shared() -> Self {
         let cache = std::env::var_os("BANGER_TEST_CACHE")
             .map(PathBuf::from)
             .expect("BANGER_TEST_CACHE is set by scripts/test.sh");
@@ -101,7 +101,11 @@ impl UserEnv {
         let marker = self.root.path().to_string_lossy().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
