@@ -19,6 +19,15 @@ export BANGER_BIN_DIR="$PWD/target/banger"
 export BANGER_TEST_CACHE=${BANGER_TEST_CACHE:-$PWD/target/test-cache}
 export BANGER_E2E=1
 mkdir -p "$BANGER_TEST_CACHE"
+
+# Debian's cloud kernel packages for the tests that read a real kernel.
+export BANGER_TEST_KERNEL_DIR=${BANGER_TEST_KERNEL_DIR:-$PWD/target/test-kernel}
+if ! ls "$BANGER_TEST_KERNEL_DIR"/linux-image-*-cloud-amd64_*.deb >/dev/null 2>&1; then
+    mkdir -p "$BANGER_TEST_KERNEL_DIR"
+    meta=$(cd "$BANGER_TEST_KERNEL_DIR" && apt-get download linux-image-cloud-amd64 >/dev/null 2>&1 && ls linux-image-cloud-amd64_*.deb)
+    kernel=$(dpkg-deb -f "$BANGER_TEST_KERNEL_DIR/$meta" Depends | sed -n 's/^\(linux-image-[^ ,]*\).*/\1/p')
+    (cd "$BANGER_TEST_KERNEL_DIR" && apt-get download "$kernel" >/dev/null 2>&1)
+fi
 # One test thread at a time boots guests: two cores run one TCG guest well
 # and two poorly.
 cargo test --workspace --locked --release -- --test-threads=1

@@ -423,7 +423,7 @@ mod tests {
     fn real_debian_bzimage() {
         let Some(deb) = crate::kernel::deb::test_kernel_deb() else {
             eprintln!(
-                "skipping real_debian_bzimage: no linux-image-*-cloud-amd64 .deb in /tmp/kdeb"
+                "skipping real_debian_bzimage: no linux-image-*-cloud-amd64 .deb in BANGER_TEST_KERNEL_DIR"
             );
             return;
         };

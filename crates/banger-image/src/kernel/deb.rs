@@ -261,10 +261,19 @@ pub(crate) fn depends(control: &str) -> Vec<String> {
         .collect()
 }
 
-/// Returns the kernel .deb under /tmp/kdeb that the tests use when present.
+/// Directory holding the kernel packages the tests use: `BANGER_TEST_KERNEL_DIR`
+/// (scripts/test.sh fills it with `apt-get download`), else `/tmp/kdeb`.
+#[cfg(test)]
+pub(crate) fn test_kernel_dir() -> std::path::PathBuf {
+    std::env::var_os("BANGER_TEST_KERNEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/tmp/kdeb".into())
+}
+
+/// Returns the kernel .deb in the test kernel directory, when present.
 #[cfg(test)]
 pub(crate) fn test_kernel_deb() -> Option<std::path::PathBuf> {
-    let dir = std::fs::read_dir("/tmp/kdeb").ok()?;
+    let dir = std::fs::read_dir(test_kernel_dir()).ok()?;
     dir.filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| {
@@ -278,7 +287,7 @@ pub(crate) fn test_kernel_deb() -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 pub(crate) fn test_meta_deb() -> Option<std::path::PathBuf> {
-    let dir = std::fs::read_dir("/tmp/kdeb").ok()?;
+    let dir = std::fs::read_dir(test_kernel_dir()).ok()?;
     dir.filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| {
@@ -325,7 +334,9 @@ mod tests {
     #[test]
     fn real_metapackage_depends_on_kernel() {
         let Some(meta) = test_meta_deb() else {
-            eprintln!("skipping real_metapackage_depends_on_kernel: no metapackage in /tmp/kdeb");
+            eprintln!(
+                "skipping real_metapackage_depends_on_kernel: no metapackage in BANGER_TEST_KERNEL_DIR"
+            );
             return;
         };
         let control = read_control(&meta).unwrap();
@@ -343,7 +354,9 @@ mod tests {
     #[test]
     fn truncated_package_names_data_member() {
         let Some(deb) = test_kernel_deb() else {
-            eprintln!("skipping truncated_package_names_data_member: no kernel .deb in /tmp/kdeb");
+            eprintln!(
+                "skipping truncated_package_names_data_member: no kernel .deb in BANGER_TEST_KERNEL_DIR"
+            );
             return;
         };
         let bytes = std::fs::read(&deb).unwrap();

@@ -158,7 +158,9 @@ mod tests {
     #[test]
     fn metapackage_is_followed() {
         let (Some(meta), Some(kernel)) = (deb::test_meta_deb(), deb::test_kernel_deb()) else {
-            eprintln!("skipping metapackage_is_followed: no kernel packages in /tmp/kdeb");
+            eprintln!(
+                "skipping metapackage_is_followed: no kernel packages in BANGER_TEST_KERNEL_DIR"
+            );
             return;
         };
         let work = tempfile::tempdir().unwrap();

@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn real_package_import() {
         let Some(deb) = deb::test_kernel_deb() else {
-            eprintln!("skipping real_package_import: no kernel .deb in /tmp/kdeb");
+            eprintln!("skipping real_package_import: no kernel .deb in BANGER_TEST_KERNEL_DIR");
             return;
         };
         let cache = tempfile::tempdir().unwrap();
