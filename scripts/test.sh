@@ -30,4 +30,15 @@ if ! ls "$BANGER_TEST_KERNEL_DIR"/linux-image-*-cloud-amd64_*.deb >/dev/null 2>&
 fi
 # One test thread at a time boots guests: two cores run one TCG guest well
 # and two poorly.
-cargo test --workspace --locked --release -- --test-threads=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --release -- --test-threads=1 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# cargo prints one result line per test binary; add them up so the run ends
+# with a single total.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "total: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+exit "$status"
