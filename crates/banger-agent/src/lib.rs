@@ -7,8 +7,9 @@
 //!   root device, mounts it and switches root to the real init.
 //! - [`serve`]: started by systemd in the root file system (or as PID 1 in
 //!   images without systemd), it serves the `banger-agent-proto` protocol on a
-//!   virtio-serial port: session handshake, command execution with streamed
-//!   output, signals and shutdown.
+//!   virtio-serial port (QEMU) or on vsock (Firecracker). The protocol covers
+//!   the session handshake, command execution with streamed output, signals
+//!   and shutdown.
 //! - [`net`]: at the start of serve mode and as `banger-agent net-setup`,
 //!   it configures the guest's network from `banger.*` kernel parameters.
 

@@ -2,10 +2,13 @@
 //!
 //! [`Vmm`] starts and controls one VMM process per VM. [`QemuVmm`] runs QEMU
 //! with machine type `microvm`, controlled over QMP ([`qmp`]), with the guest
-//! agent on a virtio-serial port. [`probe::probe_accel`] checks whether KVM on
-//! this host can boot a guest at all.
+//! agent on a virtio-serial port. [`FirecrackerVmm`] runs Firecracker,
+//! controlled over its HTTP API ([`firecracker::api`]), with the guest agent
+//! on vsock. [`probe::probe_accel`] and [`firecracker::probe_firecracker`]
+//! check whether KVM on this host can boot a guest at all.
 
 mod command;
+pub mod firecracker;
 pub mod probe;
 pub mod process;
 pub mod qemu;
@@ -18,6 +21,7 @@ use std::error::Error;
 use std::fmt::Write as _;
 
 pub use command::CommandError;
+pub use firecracker::FirecrackerVmm;
 pub use probe::{ProbeOptions, ProbeResult, probe_accel, probe_with};
 pub use qemu::QemuVmm;
 pub use types::{

@@ -108,6 +108,8 @@ pub struct VmProcess {
     pub agent_socket: PathBuf,
     /// Per-VM directory the process was launched with.
     pub run_dir: PathBuf,
+    /// Accelerator QEMU was started with; `None` for Firecracker, which
+    /// always uses KVM.
     pub accel: Option<Accel>,
 }
 
@@ -117,6 +119,8 @@ pub struct VmProcess {
 pub enum StopPath {
     /// The guest powered off after the ACPI power button event.
     Acpi,
+    /// The guest rebooted after Ctrl+Alt+Del, which ends Firecracker.
+    CtrlAltDel,
     /// The VMM quit on a control-socket request (QMP `quit`).
     ControlQuit,
     Sigterm,
@@ -129,6 +133,7 @@ impl fmt::Display for StopPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
             StopPath::Acpi => "ACPI power button",
+            StopPath::CtrlAltDel => "Ctrl+Alt+Del",
             StopPath::ControlQuit => "control socket quit",
             StopPath::Sigterm => "SIGTERM",
             StopPath::Sigkill => "SIGKILL",

@@ -8,9 +8,10 @@ use thiserror::Error;
 use tokio::net::UnixStream;
 
 use crate::command::CommandError;
+use crate::firecracker::{ApiError, HandshakeError};
 use crate::process::{self, ProcessError};
 use crate::qmp::QmpError;
-use crate::types::{BackendKind, LaunchSpec, StopPath, VmProcess, VmRunState};
+use crate::types::{Accel, BackendKind, LaunchSpec, StopPath, VmProcess, VmRunState};
 use crate::validate::SpecError;
 
 /// Failure of a VMM operation.
@@ -27,6 +28,75 @@ pub enum VmmError {
         binary: PathBuf,
         #[source]
         source: io::Error,
+    },
+
+    #[error(
+        "Firecracker binary {} not found: install it from https://github.com/firecracker-microvm/firecracker/releases or set firecracker_bin to its path",
+        binary.display()
+    )]
+    FirecrackerNotFound {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "Firecracker binary {} is not an executable file: run `chmod +x` on it or set firecracker_bin to a Firecracker executable",
+        binary.display()
+    )]
+    FirecrackerNotExecutable { binary: PathBuf },
+
+    #[error("failed to read the version of Firecracker binary {}", binary.display())]
+    FirecrackerVersion {
+        binary: PathBuf,
+        #[source]
+        source: Box<CommandError>,
+    },
+
+    #[error(
+        "`{} --version` printed {output:?}, which contains no version such as `Firecracker v1.12.1`: check that it is a Firecracker binary",
+        binary.display()
+    )]
+    FirecrackerVersionUnknown { binary: PathBuf, output: String },
+
+    #[error(
+        "Firecracker binary {} is version {found}, older than the minimum {minimum}: install a newer release from https://github.com/firecracker-microvm/firecracker/releases or set firecracker_bin to one",
+        binary.display()
+    )]
+    FirecrackerTooOld {
+        binary: PathBuf,
+        found: String,
+        minimum: String,
+    },
+
+    #[error(
+        "VM {vm_id} was launched with accelerator {accel}, but Firecracker runs guests only under KVM: use kvm or the QEMU backend"
+    )]
+    UnsupportedAccel { vm_id: String, accel: Accel },
+
+    #[error("Firecracker failed to {action} for VM {vm_id} (VMM log {})", log.display())]
+    Configure {
+        vm_id: String,
+        action: String,
+        log: PathBuf,
+        #[source]
+        source: Box<ApiError>,
+    },
+
+    #[error("Firecracker API request {request} to VMM process {pid} failed")]
+    Api {
+        pid: u32,
+        request: &'static str,
+        #[source]
+        source: Box<ApiError>,
+    },
+
+    #[error("failed to reach the guest agent on vsock port {port} through {}", path.display())]
+    AgentHandshake {
+        path: PathBuf,
+        port: u32,
+        #[source]
+        source: Box<HandshakeError>,
     },
 
     #[error("failed to launch VM {vm_id}; VMM log {}: {log_tail}", log.display())]
@@ -72,6 +142,16 @@ pub enum VmmError {
         run_dir.display()
     )]
     AlreadyRunning { run_dir: PathBuf, pid: i32 },
+
+    #[error(
+        "process {found} listens on the API socket {} instead of the Firecracker process {expected} that was just started: stop process {found}",
+        socket.display()
+    )]
+    ForeignSocketOwner {
+        socket: PathBuf,
+        expected: u32,
+        found: i32,
+    },
 
     #[error("failed to inspect VMM process {pid}")]
     Process {
@@ -156,13 +236,15 @@ pub trait Vmm: Send + Sync {
         process::wait_gone(process.pid, process.start_time, timeout).await
     }
 
-    /// Sends the ACPI power button event and returns without waiting.
+    /// Asks the guest to shut down and returns without waiting: the ACPI
+    /// power button under QEMU, Ctrl+Alt+Del under Firecracker.
     async fn request_poweroff(&self, process: &VmProcess) -> Result<(), VmmError>;
 
-    /// Ends the process and returns which step ended it: the ACPI power
-    /// button with `grace` to shut down, then a control-socket quit, SIGTERM
-    /// and SIGKILL, each with a short deadline. The process is gone and its
-    /// sockets are removed when this returns `Ok`.
+    /// Ends the process and returns which step ended it: a shutdown request
+    /// to the guest with `grace` to finish (QEMU: the ACPI power button,
+    /// Firecracker: Ctrl+Alt+Del), then for QEMU a control-socket quit, then
+    /// SIGTERM and SIGKILL, each with a short deadline. The process is gone
+    /// and its sockets are removed when this returns `Ok`.
     ///
     /// This is the fallback after the guest agent was asked to sync and power
     /// off.

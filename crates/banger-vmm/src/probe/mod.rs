@@ -1,11 +1,12 @@
-//! Boot probe: whether KVM on this host can boot a guest kernel to user space.
+//! Boot probe: whether KVM on this host can boot a guest kernel to user space,
+//! with QEMU. [`crate::firecracker::probe`] is the Firecracker counterpart.
 //!
 //! `/dev/kvm` being present is not enough: in a nested VM whose KVM emulates
 //! instructions in software, guests stall or fail with an emulation error.
 //! The probe boots the real kernel and initramfs once and caches the result.
 
-mod cache;
-mod watch;
+pub(crate) mod cache;
+pub(crate) mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -192,7 +193,7 @@ fn not_run(error: &ProbeError) -> ProbeResult {
 
 /// Checks that `device` exists and opens read-write; the error is the reason
 /// for the user.
-fn check_kvm_device(device: &Path) -> Result<(), String> {
+pub(crate) fn check_kvm_device(device: &Path) -> Result<(), String> {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

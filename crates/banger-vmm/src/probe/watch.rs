@@ -129,7 +129,7 @@ where
 ///
 /// Cancel-safe for `select!`: bytes of an unfinished line stay in `buffer`
 /// and the next call continues the line.
-async fn read_line<R: AsyncRead + Unpin>(
+pub(crate) async fn read_line<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     buffer: &mut Vec<u8>,
 ) -> Option<String> {
@@ -150,20 +150,20 @@ async fn read_line<R: AsyncRead + Unpin>(
 }
 
 /// Last lines of a stream, for failure reports.
-struct Tail {
+pub(crate) struct Tail {
     lines: VecDeque<String>,
     capacity: usize,
 }
 
 impl Tail {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Tail {
             lines: VecDeque::with_capacity(capacity),
             capacity,
         }
     }
 
-    fn push(&mut self, line: String) {
+    pub(crate) fn push(&mut self, line: String) {
         if line.trim().is_empty() {
             return;
         }
@@ -173,7 +173,7 @@ impl Tail {
         self.lines.push_back(line);
     }
 
-    fn join(&self) -> String {
+    pub(crate) fn join(&self) -> String {
         if self.lines.is_empty() {
             "(none)".to_owned()
         } else {

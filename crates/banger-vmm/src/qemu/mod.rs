@@ -17,6 +17,7 @@ use crate::types::{BackendKind, LaunchSpec, StopPath, VmProcess, VmRunState};
 use crate::vmm::{Vmm, VmmError};
 
 pub use args::{CONSOLE_CMDLINE, MACHINE, RunPaths, accel_args, full_cmdline, qemu_args};
+pub(crate) use launch::read_log_tail;
 pub use tsc::host_tsc_khz;
 
 /// QMP socket name inside the run directory.
