@@ -42,6 +42,9 @@ pub enum FrameKind {
     ShutdownAck = 13,
     /// Agent to host: a request could not be handled (UTF-8 message).
     Error = 14,
+    /// Host to agent: the terminal of a command started with a pty changed
+    /// its size (JSON `TtySize`).
+    Resize = 15,
 }
 
 impl FrameKind {
@@ -62,6 +65,7 @@ impl FrameKind {
             12 => Shutdown,
             13 => ShutdownAck,
             14 => Error,
+            15 => Resize,
             _ => return None,
         })
     }

@@ -30,7 +30,7 @@ mod messages;
 pub use frame::{Decoder, Frame, FrameError, FrameKind, HEADER_LEN, MAGIC, MAX_PAYLOAD, encode};
 pub use messages::{
     ExecRequest, ExitStatus, Hello, HelloAck, PROTOCOL_VERSION, Shutdown, ShutdownAction,
-    SignalRequest, decode_json, encode_json,
+    SignalRequest, TtySize, decode_json, encode_json,
 };
 
 /// Name of the virtio-serial port the agent listens on under QEMU.

@@ -35,6 +35,19 @@ pub struct ExecRequest {
     /// When false the command's standard input is `/dev/null`.
     #[serde(default)]
     pub stdin: bool,
+    /// Runs the command on a new pseudo-terminal of this size instead of
+    /// pipes. Its standard output and error then both arrive as `Stdout`
+    /// frames, and `Resize` frames change the size. Agents older than this
+    /// field ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+}
+
+/// Size of a terminal in character cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// How a command ended. Exactly one of `code` and `signal` is set.
@@ -106,5 +119,31 @@ mod tests {
         assert!(request.env.is_empty());
         assert_eq!(request.cwd, None);
         assert!(!request.stdin);
+        assert_eq!(request.tty, None);
+    }
+
+    #[test]
+    fn exec_request_without_tty_omits_the_field() {
+        let request = ExecRequest {
+            argv: vec!["true".into()],
+            ..Default::default()
+        };
+        let json = String::from_utf8(encode_json(&request)).unwrap();
+        assert!(!json.contains("tty"), "{json}");
+    }
+
+    #[test]
+    fn exec_request_tty_round_trips() {
+        let request = ExecRequest {
+            argv: vec!["bash".into()],
+            stdin: true,
+            tty: Some(TtySize {
+                rows: 40,
+                cols: 120,
+            }),
+            ..Default::default()
+        };
+        let back: ExecRequest = decode_json(&encode_json(&request)).unwrap();
+        assert_eq!(back, request);
     }
 }

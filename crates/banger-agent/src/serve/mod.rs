@@ -1,6 +1,9 @@
 //! Serve mode: the agent serves the `banger-agent-proto` protocol.
 //!
-//! Frames are read on the calling thread and decoded with
+//! Without options it serves every channel a VMM may give it: it listens on
+//! AF_VSOCK (Firecracker) and serves the virtio-serial port named
+//! `banger.agent` (QEMU) once that appears. Frames of a connection are read
+//! on one thread and decoded with
 //! [`banger_agent_proto::Decoder`], which skips bytes that are not part of a
 //! valid frame. Replies and command output go out through the single writer
 //! thread of [`outgoing::Outgoing`].
@@ -9,10 +12,12 @@ pub mod channel;
 pub mod exec;
 pub mod outgoing;
 pub mod power;
+pub mod pty;
 mod pump;
 pub mod reaper;
 pub mod session;
 pub mod stream;
+pub mod vsock;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use banger_agent_proto::{Decoder, SERIAL_PORT_NAME};
+use banger_agent_proto::{Decoder, SERIAL_PORT_NAME, VSOCK_PORT};
 use thiserror::Error;
 
 use crate::cli::ServeTarget;
@@ -31,6 +36,7 @@ use channel::{ChannelError, PORT_WAIT, VIRTIO_PORTS_DIR};
 use outgoing::Outgoing;
 use session::Session;
 pub use session::ShutdownHandler;
+use vsock::VsockListener;
 
 /// Pause before reading a virtio-serial port again after it returned 0
 /// bytes, which it does while no host is connected.
@@ -67,6 +73,22 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "listening on vsock port {port} failed; check that the vsock and vmw_vsock_virtio_transport modules are loaded and that no other program uses the port"
+    )]
+    VsockBind {
+        port: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("accepting a connection on vsock port {port} failed")]
+    VsockAccept {
+        port: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the thread serving vsock port {port} panicked")]
+    VsockThreadPanicked { port: u32 },
 }
 
 /// Meaning of a read that returns 0 bytes.
@@ -95,14 +117,66 @@ pub fn run(target: &ServeTarget) -> Result<(), ServeError> {
         reaper::start_orphan_reaper();
     }
     match target {
-        ServeTarget::VirtioPort => {
-            let path =
-                channel::find_virtio_port(Path::new(VIRTIO_PORTS_DIR), SERIAL_PORT_NAME, PORT_WAIT)
-                    .map_err(ServeError::Channel)?;
-            serve_device(&path)
-        }
+        ServeTarget::VirtioPort => serve_every_channel(VSOCK_PORT),
         ServeTarget::Device(path) => serve_device(path),
         ServeTarget::UnixSocket(path) => serve_unix_socket(path),
+        ServeTarget::Vsock(port) => {
+            let listener = VsockListener::bind(*port)?;
+            vsock::serve_vsock(&listener, &guest_connection_options())
+        }
+    }
+}
+
+/// Listens on vsock `port` in the background when this machine has vsock,
+/// and serves the virtio-serial port once it appears. Without that port,
+/// vsock alone is served; with neither, the missing port is the error.
+fn serve_every_channel(port: u32) -> Result<(), ServeError> {
+    let vsock_thread = match VsockListener::bind(port) {
+        Ok(listener) => {
+            let spawned = thread::Builder::new()
+                .name(format!("vsock port {port}"))
+                .spawn(move || vsock::serve_vsock(&listener, &guest_connection_options()));
+            match spawned {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    log_line!(
+                        "starting the vsock listener thread failed: {error}; serving the virtio-serial port only"
+                    );
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            log_line!(
+                "not serving vsock: {}; serving the virtio-serial port only",
+                crate::error_chain(&error)
+            );
+            None
+        }
+    };
+
+    match channel::find_virtio_port(Path::new(VIRTIO_PORTS_DIR), SERIAL_PORT_NAME, PORT_WAIT) {
+        Ok(path) => serve_device(&path),
+        Err(error) => match vsock_thread {
+            Some(handle) => {
+                log_line!(
+                    "no virtio-serial port named {SERIAL_PORT_NAME} appeared within {PORT_WAIT:?}; serving vsock port {port} only"
+                );
+                handle
+                    .join()
+                    .unwrap_or(Err(ServeError::VsockThreadPanicked { port }))
+            }
+            None => Err(ServeError::Channel(error)),
+        },
+    }
+}
+
+/// Settings of a connection from the host to a guest: a `Shutdown` request
+/// powers off or restarts the guest.
+fn guest_connection_options() -> ConnectionOptions {
+    ConnectionOptions {
+        end_of_input: EndOfInput::Close,
+        shutdown: Arc::new(power::shut_down_guest),
     }
 }
 

@@ -74,6 +74,10 @@ impl OutputPump {
                     Ok(0) => break,
                     Ok(len) => self.forward(&buffer[..len]),
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    // The master side of a pseudo-terminal reports the end
+                    // of its output, once every slave descriptor is closed,
+                    // as EIO instead of end of file.
+                    Err(error) if error.raw_os_error() == Some(libc::EIO) => break,
                     Err(error) => {
                         log_line!(
                             "stream {}: reading {:?} failed: {error}",

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use banger_agent_proto::{
     ExecRequest, ExitStatus, Frame, FrameKind, Hello, HelloAck, PROTOCOL_VERSION, Shutdown,
-    ShutdownAction, SignalRequest, decode_json, encode_json,
+    ShutdownAction, SignalRequest, TtySize, decode_json, encode_json,
 };
 use nix::unistd::sync;
 
 use super::exec::{self, StartFailure};
 use super::outgoing::Outgoing;
+use super::pty;
 use super::stream::{self, StreamTable};
 
 /// Action run on a `Shutdown` request once `ShutdownAck` was sent.
@@ -59,6 +60,7 @@ impl Session {
                 .close_stdin(stream)
                 .map_err(|error| error.to_string()),
             FrameKind::Signal => self.signal(&frame),
+            FrameKind::Resize => self.resize(&frame),
             FrameKind::Shutdown => self.shutdown(&frame),
             FrameKind::HelloAck
             | FrameKind::Pong
@@ -125,8 +127,13 @@ impl Session {
             .map_err(|error| error.to_string())?;
 
         let program = request.argv[0].clone();
-        let started = exec::build_command(&request)
-            .and_then(|command| stream::start(id, command, &program, &self.out, &self.streams));
+        let started = exec::build_command(&request).and_then(|mut command| {
+            let pty = match request.tty {
+                Some(size) => Some(attach_pty(&mut command, size, &program)?),
+                None => None,
+            };
+            stream::start(id, command, &program, pty, &self.out, &self.streams)
+        });
         if let Err(failure) = started {
             self.report_start_failure(id, &failure);
         }
@@ -165,6 +172,14 @@ impl Session {
         Ok(())
     }
 
+    fn resize(&self, frame: &Frame) -> Result<(), String> {
+        let size: TtySize = decode_json(&frame.payload)
+            .map_err(|error| format!("invalid Resize payload: {error}"))?;
+        self.streams
+            .resize(frame.stream, size)
+            .map_err(|error| crate::error_chain(&error))
+    }
+
     fn shutdown(&mut self, frame: &Frame) -> Result<(), String> {
         let request: Shutdown = decode_json(&frame.payload)
             .map_err(|error| format!("invalid Shutdown payload: {error}"))?;
@@ -182,4 +197,17 @@ impl Session {
         (self.shutdown)(request.action);
         Ok(())
     }
+}
+
+/// Puts `command` on a new pseudo-terminal; a failure is reported like a
+/// failed spawn of `program`.
+fn attach_pty(
+    command: &mut std::process::Command,
+    size: TtySize,
+    program: &str,
+) -> Result<std::os::fd::OwnedFd, StartFailure> {
+    pty::attach(command, size).map_err(|error| StartFailure::Spawn {
+        program: program.to_owned(),
+        error,
+    })
 }

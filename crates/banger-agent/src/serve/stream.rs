@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, PipeWriter, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, Command};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 
-use banger_agent_proto::{ExitStatus, Frame, FrameKind, encode_json};
+use banger_agent_proto::{ExitStatus, Frame, FrameKind, TtySize, encode_json};
 use nix::errno::Errno;
 use thiserror::Error;
 
@@ -34,6 +34,16 @@ pub enum StreamError {
     NoStdin(u32),
     #[error("the stdin of stream {0} is already closed")]
     StdinClosed(u32),
+    #[error("stream {0} has no terminal to resize (set `tty` in ExecRequest)")]
+    NoTty(u32),
+    #[error("resizing the terminal of stream {stream} to {rows}x{cols} failed")]
+    Resize {
+        stream: u32,
+        rows: u16,
+        cols: u16,
+        #[source]
+        source: io::Error,
+    },
     #[error("sending signal {signal} to the process group {pgid} of stream {stream} failed")]
     Kill {
         stream: u32,
@@ -50,6 +60,8 @@ struct StreamHandle {
     pgid: i32,
     stdin: StdinState,
     gate: Arc<StreamGate>,
+    /// Master side of the command's pseudo-terminal, when it has one.
+    pty: Option<OwnedFd>,
 }
 
 enum StdinState {
@@ -124,6 +136,19 @@ impl StreamTable {
         })
     }
 
+    /// Changes the size of the command's pseudo-terminal.
+    pub fn resize(&self, id: u32, size: TtySize) -> Result<(), StreamError> {
+        let streams = self.lock();
+        let handle = streams.get(&id).ok_or(StreamError::NotRunning(id))?;
+        let master = handle.pty.as_ref().ok_or(StreamError::NoTty(id))?;
+        super::pty::set_size(master.as_fd(), size).map_err(|source| StreamError::Resize {
+            stream: id,
+            rows: size.rows,
+            cols: size.cols,
+            source,
+        })
+    }
+
     /// Ends every stream: their frames are dropped and their process groups
     /// get SIGKILL. Returns the ids of the streams that were running.
     pub fn cancel_all(&self) -> Vec<u32> {
@@ -155,11 +180,15 @@ fn kill_group(pgid: i32, signal: i32) -> Result<(), Errno> {
 }
 
 /// Spawns `command` as stream `id` and starts the threads that serve it.
-/// `program` is the name shown in error messages.
+/// `program` is the name shown in error messages. `pty` is the master side
+/// of the pseudo-terminal set up by [`super::pty::attach`], when the command
+/// runs on one: its output then arrives as `Stdout` only, and `Stdin` bytes
+/// are written to it.
 pub fn start(
     id: u32,
     mut command: Command,
     program: &str,
+    pty: Option<OwnedFd>,
     out: &Outgoing,
     table: &StreamTable,
 ) -> Result<(), StartFailure> {
@@ -172,16 +201,33 @@ pub fn start(
     let (exit_notice, exit_notifier) = io::pipe().map_err(spawn_failure)?;
     let stderr_notice = exit_notice.try_clone().map_err(spawn_failure)?;
 
+    // Copies of a pty's master side for the stdin writer and the output pump.
+    let (pty_input, pty_output) = match &pty {
+        Some(master) => (
+            Some(master.try_clone().map_err(spawn_failure)?),
+            Some(master.try_clone().map_err(spawn_failure)?),
+        ),
+        None => (None, None),
+    };
+
     let mut child = reaper::spawn_tracked(&mut command).map_err(spawn_failure)?;
+    // The command holds the parent's copies of a pty's slave side; they must
+    // close so that reading the master ends when the command's side closes.
+    drop(command);
     let pid = child.id();
     let gate = StreamGate::new();
     log_line!("stream {id}: started {program} as pid {pid}");
 
-    let stdin = match child.stdin.take() {
-        Some(child_stdin) => {
+    let stdin_writer: Option<Box<dyn Write + Send>> = match (pty_input, child.stdin.take()) {
+        (Some(master), _) => Some(Box::new(File::from(master))),
+        (None, Some(child_stdin)) => Some(Box::new(child_stdin)),
+        (None, None) => None,
+    };
+    let stdin = match stdin_writer {
+        Some(writer) => {
             let (sender, receiver) = mpsc::channel();
             spawn_named(format!("stdin-{id}"), move || {
-                feed_stdin(child_stdin, receiver);
+                feed_stdin(writer, receiver);
             });
             StdinState::Open(sender)
         }
@@ -193,6 +239,7 @@ pub fn start(
             pgid: i32::try_from(pid).unwrap_or(i32::MAX),
             stdin,
             gate: Arc::clone(&gate),
+            pty,
         },
     );
 
@@ -200,7 +247,7 @@ pub fn start(
     let outputs = [
         (
             FrameKind::Stdout,
-            child.stdout.take().map(OwnedFd::from),
+            pty_output.or_else(|| child.stdout.take().map(OwnedFd::from)),
             exit_notice,
         ),
         (
@@ -246,7 +293,7 @@ fn spawn_named(name: String, work: impl FnOnce() + Send + 'static) {
     }
 }
 
-fn feed_stdin(mut stdin: ChildStdin, receiver: mpsc::Receiver<Vec<u8>>) {
+fn feed_stdin(mut stdin: Box<dyn Write + Send>, receiver: mpsc::Receiver<Vec<u8>>) {
     for bytes in receiver {
         if stdin.write_all(&bytes).is_err() {
             // The command closed its standard input (EPIPE); later bytes
