@@ -19,12 +19,17 @@ pub const AGENT_PATH: &str = "usr/local/bin/banger-agent";
 pub const UNIT_PATH: &str = "etc/systemd/system/banger-agent.service";
 pub const UNIT_LINK_PATH: &str = "etc/systemd/system/sysinit.target.wants/banger-agent.service";
 
+/// The agent's unit. It starts right after the local file systems, and after
+/// the work disk's mount on `/root`: that mount is `nofail`, so
+/// `local-fs.target` does not wait for it, and commands must not run before
+/// `/root` is in place. When the work disk is missing, the mount fails after
+/// its device timeout and the agent starts anyway.
 pub const AGENT_UNIT: &str = "\
 [Unit]
 Description=banger guest agent
 DefaultDependencies=no
-After=local-fs.target
-Wants=local-fs.target
+After=local-fs.target root.mount
+Wants=local-fs.target root.mount
 [Service]
 ExecStart=/usr/local/bin/banger-agent serve
 Restart=always

@@ -5,7 +5,7 @@
 
 mod build;
 mod debugfs;
-mod guest_files;
+pub mod guest_files;
 mod inject;
 mod unpack;
 
