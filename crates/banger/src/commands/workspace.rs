@@ -1,0 +1,300 @@
+//! `vm workspace prepare|export`, `vm exec` in a workspace, and the
+//! workspace step of `vm run PATH`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use banger_api::{ErrorKind, VmRecord};
+use banger_model::DEFAULT_GUEST_PATH;
+use clap::{Args, Subcommand};
+
+use super::{EXIT_BANGER_FAILED, Failure};
+use crate::client::Client;
+use crate::remote::{self, Input, Output, RemoteCommand};
+use crate::render::CliError;
+use crate::workspace::prepare::{PrepareRequest, git_error, prepare};
+use crate::workspace::script::{EXEC_WRAPPER, sh_argv};
+use crate::workspace::{display_path, export, git, short};
+
+/// Working directory of `vm exec` in a VM without a workspace.
+const DEFAULT_EXEC_DIR: &str = "/root";
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspaceCommand {
+    /// Copy a host git repository into a running VM as its workspace.
+    Prepare(PrepareArgs),
+    /// Print the workspace's changes as a binary diff for `git apply`.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// VM to copy the repository into.
+    vm: String,
+    /// A directory in the repository [default: the current directory].
+    path: Option<PathBuf>,
+    /// Directory in the guest that receives the repository.
+    #[arg(long, default_value = DEFAULT_GUEST_PATH)]
+    guest_path: String,
+    /// Also copy untracked files that no ignore rule matches.
+    #[arg(long)]
+    include_untracked: bool,
+    /// Print the files that would be copied, one per line, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// VM whose workspace to export.
+    vm: String,
+    /// File to write the diff to [default: standard output].
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Commit the diff is taken against [default: the commit the workspace was prepared at].
+    #[arg(long)]
+    base_commit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    name: String,
+    /// Directory to run the command in [default: the workspace, else /root].
+    #[arg(long)]
+    guest_path: Option<String>,
+    /// Copy the host repository again first when its HEAD moved since the
+    /// workspace was prepared.
+    #[arg(long)]
+    auto_prepare: bool,
+    /// Run the command on a pseudo-terminal [default: when stdin and stdout are terminals].
+    #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
+    tty: bool,
+    /// Never allocate a pseudo-terminal.
+    #[arg(short = 'T', long = "no-tty")]
+    no_tty: bool,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub async fn run(command: WorkspaceCommand) -> Result<u8, Failure> {
+    let client = Client::connect().await?;
+    match command {
+        WorkspaceCommand::Prepare(args) => {
+            let path = match args.path {
+                Some(path) => path,
+                None => current_dir()?,
+            };
+            let request = PrepareRequest {
+                vm: args.vm,
+                path,
+                guest_path: args.guest_path,
+                include_untracked: args.include_untracked,
+            };
+            prepare(&client, &request, args.dry_run).await?;
+            Ok(0)
+        }
+        WorkspaceCommand::Export(args) => {
+            export::export(
+                &client,
+                &args.vm,
+                args.output.as_deref(),
+                args.base_commit.as_deref(),
+            )
+            .await?;
+            Ok(0)
+        }
+    }
+}
+
+/// `banger vm exec`: runs the command in the workspace (or `--guest-path`,
+/// else `/root`) and exits with its code; 125 when banger itself failed.
+pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
+    let client = Client::connect().await.map_err(banger_failed)?;
+    let vm: VmRecord = client
+        .get(&format!("/vms/{}", args.name))
+        .await
+        .map_err(banger_failed)?;
+    let in_workspace = vm.workspace.as_ref().filter(|workspace| {
+        args.guest_path
+            .as_deref()
+            .is_none_or(|path| path.trim_end_matches('/') == workspace.guest_path)
+    });
+    if args.auto_prepare && in_workspace.is_none() {
+        let error = CliError::new(
+            ErrorKind::Conflict,
+            format!("VM {:?} has no workspace to prepare again", args.name),
+        )
+        .hint(format!(
+            "prepare one with `banger vm workspace prepare {} PATH`",
+            args.name
+        ));
+        return Err(banger_failed(error));
+    }
+    if let Some(workspace) = in_workspace
+        && vm.state == banger_api::VmState::Running
+    {
+        check_stale(&client, &vm, workspace, args.auto_prepare)
+            .await
+            .map_err(banger_failed)?;
+    }
+    let cwd = args
+        .guest_path
+        .clone()
+        .or_else(|| vm.workspace.as_ref().map(|w| w.guest_path.clone()))
+        .unwrap_or_else(|| DEFAULT_EXEC_DIR.to_string());
+    let tty = want_tty(args.tty, args.no_tty);
+    run_command(&client, &args.name, cwd, args.command, tty).await
+}
+
+/// `banger vm run PATH [-- CMD]`, after the VM booted: prepares the
+/// workspace from PATH and runs CMD in it. Without CMD it only prepares.
+pub async fn run_in_new_vm(
+    client: &Client,
+    vm: &str,
+    path: &Path,
+    command: Vec<String>,
+) -> Result<u8, Failure> {
+    let request = PrepareRequest {
+        vm: vm.to_string(),
+        path: path.to_path_buf(),
+        guest_path: DEFAULT_GUEST_PATH.to_string(),
+        include_untracked: false,
+    };
+    prepare(client, &request, false)
+        .await
+        .map_err(banger_failed)?;
+    if command.is_empty() {
+        eprintln!(
+            "VM {vm} is running with its workspace in {DEFAULT_GUEST_PATH}; run commands there with `banger vm exec {vm} -- CMD`"
+        );
+        return Ok(0);
+    }
+    let tty = want_tty(false, false);
+    run_command(client, vm, DEFAULT_GUEST_PATH.to_string(), command, tty).await
+}
+
+/// Runs `command` in `cwd` through [`EXEC_WRAPPER`] with this process's
+/// standard streams, and returns its exit code (128 + signal when a signal
+/// ended it).
+async fn run_command(
+    client: &Client,
+    vm: &str,
+    cwd: String,
+    command: Vec<String>,
+    tty: bool,
+) -> Result<u8, Failure> {
+    // The wrapper changes to `cwd` itself, after the work disk is mounted.
+    let mut args = vec![cwd];
+    args.extend(command);
+    let mut remote_command = RemoteCommand {
+        argv: sh_argv(EXEC_WRAPPER, "banger-exec", args),
+        cwd: Some("/".into()),
+        ..Default::default()
+    };
+    let input = if tty {
+        remote_command.tty =
+            Some(crate::terminal::window_size().unwrap_or(crate::terminal::FALLBACK_SIZE));
+        if let Ok(term) = std::env::var("TERM") {
+            remote_command.env.push(("TERM".into(), term));
+        }
+        Input::Inherit
+    } else if std::io::stdin().is_terminal() {
+        // Without a pty, a terminal's input would reach the command only
+        // line by line and without job control, so it gets none.
+        Input::Null
+    } else {
+        Input::Inherit
+    };
+    let finished = remote::run(client, vm, remote_command, input, Output::Inherit)
+        .await
+        .map_err(banger_failed)?;
+    Ok((finished.status.shell_code() & 0xff) as u8)
+}
+
+/// Warns when the host repository's HEAD moved since the workspace was
+/// prepared, and with `auto_prepare` copies it again.
+async fn check_stale(
+    client: &Client,
+    vm: &VmRecord,
+    workspace: &banger_api::Workspace,
+    auto_prepare: bool,
+) -> Result<(), CliError> {
+    let host_path = PathBuf::from(&workspace.host_path);
+    let lookup = host_path.clone();
+    let current = tokio::task::spawn_blocking(move || git::current_head(&lookup))
+        .await
+        .map_err(|e| CliError::local("reading the host repository failed").cause(e.to_string()))?;
+    let current = match current {
+        Ok(current) => current,
+        Err(error) => {
+            eprintln!(
+                "warning: cannot compare workspace {}:{} with its host repository: {}",
+                vm.name,
+                workspace.guest_path,
+                git_error(error).body()
+            );
+            return Ok(());
+        }
+    };
+    if current == workspace.head {
+        return Ok(());
+    }
+    let describe = |commit: &Option<String>| {
+        commit
+            .as_deref()
+            .map_or("no commit".to_string(), |c| short(c).to_string())
+    };
+    eprintln!(
+        "warning: workspace {}:{} is at {}, but the host repository {} is at {}{}",
+        vm.name,
+        workspace.guest_path,
+        describe(&workspace.head),
+        display_path(&host_path),
+        describe(&current),
+        if auto_prepare {
+            "; copying it again"
+        } else {
+            "; pass --auto-prepare to copy it again"
+        }
+    );
+    if auto_prepare {
+        let request = PrepareRequest {
+            vm: vm.name.clone(),
+            path: host_path,
+            guest_path: workspace.guest_path.clone(),
+            include_untracked: workspace.include_untracked,
+        };
+        prepare(client, &request, false).await?;
+    }
+    Ok(())
+}
+
+/// Decides on a pty: always with `-t`, never with `-T`, else when both
+/// standard input and standard output are terminals.
+fn want_tty(force: bool, never: bool) -> bool {
+    if never {
+        return false;
+    }
+    force || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal())
+}
+
+fn current_dir() -> Result<PathBuf, CliError> {
+    std::env::current_dir().map_err(|e| {
+        CliError::local("failed to read the current directory")
+            .cause(e.to_string())
+            .hint("pass the repository path: `banger vm workspace prepare VM PATH`")
+    })
+}
+
+fn banger_failed(error: CliError) -> Failure {
+    Failure {
+        error,
+        exit_code: EXIT_BANGER_FAILED,
+    }
+}
+
+/// Checks that `path` is in a repository a workspace can copy, before a VM
+/// is created for it.
+pub fn check_repository(path: &Path) -> Result<(), CliError> {
+    git::HostRepo::open(path).map(drop).map_err(git_error)
+}

@@ -1,0 +1,411 @@
+//! `banger vm workspace prepare`: copies a host repository into a VM and
+//! records it there once the guest reported a complete copy.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use banger_api::{ErrorKind, VmRecord, Workspace};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::Method;
+use tokio::sync::{mpsc, oneshot};
+
+use super::archive::{ArchiveError, ChunkWriter, Manifest, write_archive};
+use super::git::{GitError, HostRepo, path_bytes};
+use super::script::{PREPARE, sh_argv};
+use super::{display_path, short};
+use crate::client::{Client, error_from};
+use crate::remote::{self, Input, Output, RemoteCommand, cli_error};
+use crate::render::{CliError, progress};
+
+/// Room left on top of the estimate, in bytes, for git's own files.
+const SPACE_MARGIN: u64 = 4 << 20;
+
+/// A repository to copy and the guest directory that receives it.
+#[derive(Debug, Clone)]
+pub struct PrepareRequest {
+    pub vm: String,
+    /// A directory in the host repository.
+    pub path: PathBuf,
+    pub guest_path: String,
+    pub include_untracked: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("failed to create a temporary directory for the history bundle")]
+    TempDir(#[source] std::io::Error),
+    #[error("the guest script ended before the archive was complete")]
+    ArchiveCut,
+    #[error("{guest_path} in VM {vm:?} exists and is not a banger workspace")]
+    NotWorkspace { vm: String, guest_path: String },
+    #[error("not enough free space in VM {vm:?} for the workspace")]
+    NoSpace { vm: String, detail: String },
+    #[error("VM {vm:?} ran out of disk space while the workspace was copied to {guest_path}")]
+    DiskFull {
+        vm: String,
+        guest_path: String,
+        detail: String,
+    },
+    #[error("VM {vm:?} lacks a program the workspace needs")]
+    GuestTool { vm: String, detail: String },
+    #[error("another workspace prepare is running in VM {vm:?}")]
+    Busy { vm: String },
+    #[error("copying the workspace to {guest_path} in VM {vm:?} failed (exit code {code})")]
+    Guest {
+        vm: String,
+        guest_path: String,
+        code: i32,
+        detail: String,
+    },
+    #[error("the guest script reported success without its completion line")]
+    NoCompletion,
+    #[error("the guest rebuilt commit {found}, expected {expected}")]
+    WrongCommit { found: String, expected: String },
+}
+
+impl PrepareError {
+    fn into_cli(self) -> CliError {
+        let detail = match &self {
+            PrepareError::NoSpace { detail, .. }
+            | PrepareError::DiskFull { detail, .. }
+            | PrepareError::GuestTool { detail, .. }
+            | PrepareError::Guest { detail, .. } => Some(detail.clone()),
+            _ => None,
+        };
+        let hint = match &self {
+            PrepareError::NotWorkspace { .. } => {
+                "pass another --guest-path, or remove the directory in the guest".to_string()
+            }
+            PrepareError::NoSpace { vm, .. } | PrepareError::DiskFull { vm, .. } => format!(
+                "free space under /root in VM {vm}, or create a VM with a larger --disk-size; nothing was recorded"
+            ),
+            PrepareError::Busy { .. } => "wait for the other prepare to finish".to_string(),
+            _ => {
+                "nothing was recorded; the VM's earlier workspace, if any, is unchanged".to_string()
+            }
+        };
+        let mut error = cli_error(ErrorKind::Internal, &self);
+        if let Some(detail) = detail.filter(|d| !d.is_empty()) {
+            error = error.cause(detail);
+        }
+        error.hint(hint)
+    }
+}
+
+/// Copies the repository of `request.path` into the VM and records it.
+/// With `dry_run`, prints the files that would be copied, one per line on
+/// standard output, and changes nothing.
+pub async fn prepare(
+    client: &Client,
+    request: &PrepareRequest,
+    dry_run: bool,
+) -> Result<Option<Workspace>, CliError> {
+    banger_model::validate_guest_path(&request.guest_path).map_err(|e| {
+        cli_error(ErrorKind::Invalid, &e).hint("pass an absolute path such as /root/repo")
+    })?;
+    // The VM must exist; a stopped VM is rejected by the exec route below.
+    let _vm: VmRecord = client.get(&format!("/vms/{}", request.vm)).await?;
+    let (repo, manifest) = inspect(request.path.clone(), request.include_untracked).await?;
+    if dry_run {
+        print_file_list(&manifest)?;
+        eprintln!(
+            "dry run: {} files ({}) from {} at {} would be copied to {}:{}",
+            manifest.files.len(),
+            banger_model::format_size(manifest.bytes),
+            display_path(&repo.root),
+            describe_head(&repo),
+            request.vm,
+            request.guest_path,
+        );
+        return Ok(None);
+    }
+
+    let bundle_dir = tempfile::Builder::new()
+        .prefix("banger-bundle")
+        .tempdir()
+        .map_err(|e| cli_error(ErrorKind::Internal, &PrepareError::TempDir(e)))?;
+    let bundle = match repo.head {
+        Some(_) => {
+            let path = bundle_dir.path().join("head.bundle");
+            let (repo, target) = (repo.clone(), path.clone());
+            blocking(move || repo.create_bundle(&target)).await?;
+            Some(path)
+        }
+        None => None,
+    };
+    let bundle_bytes = match &bundle {
+        Some(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        None => 0,
+    };
+    // The extracted tree, the bundle, and the pack fetched from it.
+    let need_kib = (manifest.disk_bytes + 2 * bundle_bytes + SPACE_MARGIN).div_ceil(1024);
+    progress(&format!(
+        "copying {} files ({}) from {} at {} to {}:{}",
+        manifest.files.len(),
+        banger_model::format_size(manifest.bytes),
+        display_path(&repo.root),
+        describe_head(&repo),
+        request.vm,
+        request.guest_path,
+    ));
+
+    // NOTE: the daemon's exec relay and the agent queue `Stdin` frames
+    // without a bound, so when the guest extracts slower than the archive
+    // arrives, the difference is buffered in their memory.
+    let (chunks_tx, chunks_rx) = mpsc::channel(4);
+    let (archived_tx, archived_rx) = oneshot::channel();
+    let root = repo.root.clone();
+    let files = manifest.clone();
+    let archive_bundle = bundle.clone();
+    std::thread::spawn(move || {
+        let result = write_archive(
+            &root,
+            &files,
+            archive_bundle.as_deref(),
+            ChunkWriter::new(chunks_tx),
+        );
+        let _ = archived_tx.send(result);
+    });
+
+    let argv = sh_argv(
+        PREPARE,
+        "banger-prepare",
+        [
+            request.guest_path.clone(),
+            need_kib.to_string(),
+            repo.head.clone().unwrap_or_default(),
+            repo.branch.clone().unwrap_or_default(),
+            repo.user_name.clone().unwrap_or_default(),
+            repo.user_email.clone().unwrap_or_default(),
+        ],
+    );
+    let command = RemoteCommand {
+        argv,
+        cwd: Some("/".into()),
+        ..Default::default()
+    };
+    let finished = remote::run(
+        client,
+        &request.vm,
+        command,
+        Input::Chunks(chunks_rx),
+        Output::Capture,
+    )
+    .await?;
+    let archived = archived_rx.await.unwrap_or(Ok(()));
+    let code = finished.status.shell_code();
+    if code != 0 {
+        // A host-side failure that cut the archive short is the cause.
+        if let Err(error) = archived
+            && !is_broken_pipe(&error)
+        {
+            return Err(cli_error(ErrorKind::Internal, &error)
+                .hint("nothing was recorded; run the prepare again"));
+        }
+        let detail = String::from_utf8_lossy(&finished.stderr).trim().to_string();
+        return Err(classify(request, code, detail).into_cli());
+    }
+    archived.map_err(|e| cli_error(ErrorKind::Internal, &e))?;
+    check_completion(&finished.stdout, repo.head.as_deref()).map_err(PrepareError::into_cli)?;
+
+    let workspace = Workspace {
+        guest_path: request.guest_path.clone(),
+        host_path: repo.root.display().to_string(),
+        head: repo.head.clone(),
+        branch: repo.branch.clone(),
+        include_untracked: request.include_untracked,
+        // The daemon stamps the time when it records the workspace.
+        prepared_at: String::new(),
+    };
+    let recorded = record(client, &request.vm, &workspace).await?;
+    let workspace = recorded.workspace.unwrap_or(workspace);
+    progress(&format!(
+        "workspace ready: {}:{} at {}",
+        request.vm,
+        request.guest_path,
+        describe_head(&repo)
+    ));
+    Ok(Some(workspace))
+}
+
+/// Reads the host repository and the files to copy, off the async runtime.
+async fn inspect(path: PathBuf, include_untracked: bool) -> Result<(HostRepo, Manifest), CliError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<_, CliError> {
+        let repo = HostRepo::open(&path).map_err(git_error)?;
+        let files = repo.list_files(include_untracked).map_err(git_error)?;
+        let manifest = Manifest::build(&repo.root, files)
+            .map_err(|e: ArchiveError| cli_error(ErrorKind::Internal, &e))?;
+        Ok((repo, manifest))
+    })
+    .await;
+    result.unwrap_or_else(|e| {
+        Err(CliError::local("reading the repository failed").cause(e.to_string()))
+    })
+}
+
+async fn blocking(
+    work: impl FnOnce() -> Result<(), GitError> + Send + 'static,
+) -> Result<(), CliError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(git_error),
+        Err(e) => Err(CliError::local("reading the repository failed").cause(e.to_string())),
+    }
+}
+
+/// Host repository problems are the user's input; git failures are not.
+pub fn git_error(error: GitError) -> CliError {
+    let kind = match error {
+        GitError::Git { .. } => ErrorKind::Internal,
+        _ => ErrorKind::Invalid,
+    };
+    cli_error(kind, &error)
+}
+
+fn describe_head(repo: &HostRepo) -> String {
+    match (&repo.head, &repo.branch) {
+        (Some(head), Some(branch)) => format!("{} ({branch})", short(head)),
+        (Some(head), None) => format!("{} (detached HEAD)", short(head)),
+        (None, Some(branch)) => format!("no commit yet ({branch})"),
+        (None, None) => "no commit yet".to_string(),
+    }
+}
+
+fn print_file_list(manifest: &Manifest) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    for file in &manifest.files {
+        stdout
+            .write_all(path_bytes(file))
+            .and_then(|()| stdout.write_all(b"\n"))
+            .map_err(|e| CliError::local("failed to write to stdout").cause(e.to_string()))?;
+    }
+    stdout
+        .flush()
+        .map_err(|e| CliError::local("failed to write to stdout").cause(e.to_string()))
+}
+
+fn is_broken_pipe(error: &ArchiveError) -> bool {
+    let source = match error {
+        ArchiveError::Add { source, .. } | ArchiveError::Finish { source } => source,
+        ArchiveError::Stat { .. } => return false,
+    };
+    source.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Maps the prepare script's exit code (see [`PREPARE`]) to an error.
+fn classify(request: &PrepareRequest, code: i32, detail: String) -> PrepareError {
+    let vm = request.vm.clone();
+    let guest_path = request.guest_path.clone();
+    match code {
+        3 => PrepareError::NotWorkspace { vm, guest_path },
+        4 => PrepareError::NoSpace { vm, detail },
+        5 => PrepareError::GuestTool { vm, detail },
+        7 => PrepareError::Busy { vm },
+        _ if detail.contains("No space left on device") => PrepareError::DiskFull {
+            vm,
+            guest_path,
+            detail,
+        },
+        _ if detail.contains("Unexpected EOF in archive") => PrepareError::ArchiveCut,
+        _ => PrepareError::Guest {
+            vm,
+            guest_path,
+            code,
+            detail,
+        },
+    }
+}
+
+/// Checks the script's last line, `banger-workspace-prepared COMMIT`.
+fn check_completion(stdout: &[u8], head: Option<&str>) -> Result<(), PrepareError> {
+    let text = String::from_utf8_lossy(stdout);
+    let found = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("banger-workspace-prepared "))
+        .ok_or(PrepareError::NoCompletion)?;
+    let expected = head.unwrap_or("none");
+    if found != expected {
+        return Err(PrepareError::WrongCommit {
+            found: found.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Records the workspace on the VM (`PUT /v1/vms/{name}/workspace`).
+async fn record(client: &Client, vm: &str, workspace: &Workspace) -> Result<VmRecord, CliError> {
+    let body = serde_json::to_vec(workspace).expect("workspace serialises");
+    let response = client
+        .send(
+            Method::PUT,
+            &format!("/vms/{vm}/workspace"),
+            Some(body),
+            None,
+        )
+        .await?;
+    if !response.status().is_success() {
+        return Err(error_from(response).await);
+    }
+    let bytes: Bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| CliError::local("failed to read the daemon's response").cause(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::local("the daemon sent an invalid response").cause(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> PrepareRequest {
+        PrepareRequest {
+            vm: "dev".into(),
+            path: PathBuf::from("."),
+            guest_path: "/root/repo".into(),
+            include_untracked: false,
+        }
+    }
+
+    #[test]
+    fn exit_codes_map_to_errors() {
+        assert!(matches!(
+            classify(&request(), 3, String::new()),
+            PrepareError::NotWorkspace { .. }
+        ));
+        assert!(matches!(
+            classify(&request(), 4, "need".into()),
+            PrepareError::NoSpace { .. }
+        ));
+        let full = classify(
+            &request(),
+            2,
+            "tar: tree/x: Cannot open: No space left on device".into(),
+        );
+        assert!(matches!(full, PrepareError::DiskFull { .. }), "{full}");
+        assert!(matches!(
+            classify(&request(), 128, "fatal: other".into()),
+            PrepareError::Guest { code: 128, .. }
+        ));
+    }
+
+    #[test]
+    fn completion_line_must_name_the_commit() {
+        let head = "a".repeat(40);
+        let ok = format!("noise\nbanger-workspace-prepared {head}\n");
+        assert!(check_completion(ok.as_bytes(), Some(&head)).is_ok());
+        assert!(check_completion(b"banger-workspace-prepared none\n", None).is_ok());
+        assert!(matches!(
+            check_completion(b"", Some(&head)),
+            Err(PrepareError::NoCompletion)
+        ));
+        assert!(matches!(
+            check_completion(b"banger-workspace-prepared none\n", Some(&head)),
+            Err(PrepareError::WrongCommit { .. })
+        ));
+    }
+}

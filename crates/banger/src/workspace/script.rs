@@ -1,0 +1,155 @@
+//! The POSIX shell scripts that run in the guest (Debian's dash, git 2.39,
+//! GNU tar, util-linux flock), each started as `sh -c SCRIPT NAME ARGS...`
+//! so that no argument is ever parsed by a shell.
+
+/// Waits up to 30 s for the work disk on `/root` when fstab lists it, and
+/// ends the script with `fail CODE` when it does not appear.
+///
+/// fstab mounts the work disk with `nofail`, which does not order the mount
+/// before local-fs.target, so right after boot the agent can run commands
+/// before `/root` is mounted. Files written there then end up hidden under
+/// the mount, and directories on the work disk look missing.
+macro_rules! wait_for_work_disk {
+    ($code:literal) => {
+        concat!(
+            r#"if awk '$1 !~ /^#/ && $2 == "/root" { found = 1 } END { exit !found }' /etc/fstab 2>/dev/null; then
+    tries=0
+    until grep -qs ' /root ' /proc/mounts; do
+        tries=$((tries + 1))
+        [ "$tries" -le 300 ] || fail "#,
+            stringify!($code),
+            r#" "the work disk is not mounted on /root after 30 s"
+        sleep 0.1
+    done
+fi
+"#
+        )
+    };
+}
+
+/// Receives the archive of [`super::archive`] on standard input and puts
+/// the repository in place.
+///
+/// Arguments: target directory, KiB needed, HEAD commit (empty for a
+/// repository without commits), branch (empty when detached), user.name,
+/// user.email. It extracts into a temporary directory next to the target
+/// and rebuilds the git repository from the bundle at the same commit and
+/// branch. `read-tree` sets only the index, so the extracted files stay as
+/// they are. Only then does it rename the result into place, replacing an
+/// earlier workspace. On any failure the EXIT trap removes the temporary directory
+/// and the target is left as it was. The last line on success is
+/// `banger-workspace-prepared COMMIT`.
+///
+/// Exit codes: 3 the target exists and is no workspace, 4 not enough free
+/// space, 5 a tool is missing, 6 the bundle holds another commit, 7
+/// another prepare runs, 8 the work disk is not mounted; others come from
+/// the failed tool.
+pub const PREPARE: &str = concat!(
+    r#"set -eu
+target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6
+fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
+for tool in git tar flock df; do
+    command -v "$tool" >/dev/null 2>&1 || fail 5 "$tool is not installed in the guest"
+done
+exec 9>"${BANGER_PREPARE_LOCK:-/run/banger-prepare.lock}"
+flock -n 9 || fail 7 "another workspace prepare is running in this guest"
+"#,
+    wait_for_work_disk!(8),
+    r#"parent=${target%/*}
+[ -n "$parent" ] || parent=/
+mkdir -p "$parent"
+if [ -e "$target" ] || [ -L "$target" ]; then
+    [ -f "$target/.git/banger-workspace" ] ||
+        fail 3 "$target exists and was not made by banger vm workspace prepare"
+fi
+# Left over from a prepare that was killed; the lock rules out a running one.
+rm -rf "$parent"/.banger-prepare.*
+avail=$(df -Pk "$parent" | awk 'NR == 2 { print $4 }')
+[ "$avail" -ge "$need_kb" ] ||
+    fail 4 "not enough space on the disk of $parent: $need_kb KiB needed, $avail KiB free"
+tmp=$(mktemp -d "$parent/.banger-prepare.XXXXXX")
+trap 'cd /; rm -rf "$tmp"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+tar -x -f - -C "$tmp" --no-same-owner
+mkdir -p "$tmp/tree"
+cd "$tmp/tree"
+if [ -n "$branch" ]; then git init -q -b "$branch"; else git init -q; fi
+[ -z "$name" ] || git config user.name "$name"
+[ -z "$email" ] || git config user.email "$email"
+if [ -n "$head" ]; then
+    git fetch -q "$tmp/head.bundle" HEAD
+    fetched=$(git rev-parse FETCH_HEAD)
+    [ "$fetched" = "$head" ] || fail 6 "the bundle holds commit $fetched, expected $head"
+    if [ -n "$branch" ]; then
+        git update-ref "refs/heads/$branch" "$head"
+    else
+        git update-ref --no-deref HEAD "$head"
+    fi
+    rm -f .git/FETCH_HEAD
+    git read-tree HEAD
+    git update-index -q --refresh >/dev/null || true
+fi
+printf '%s\n' "$head" >.git/banger-workspace
+cd /
+if [ -e "$target" ]; then mv "$target" "$tmp/old"; fi
+if ! mv "$tmp/tree" "$target"; then
+    [ ! -e "$tmp/old" ] || mv "$tmp/old" "$target"
+    fail 1 "failed to move the copy to $target"
+fi
+sync
+echo "banger-workspace-prepared ${head:-none}"
+"#
+);
+
+/// Prints a binary diff of the work tree at `$1` (tracked and untracked,
+/// not ignored files) against commit `$2`. It stages into a copy of the
+/// index, so the repository's own index stays as it was.
+pub const EXPORT: &str = r#"set -eu
+dir=$1 base=$2
+cd "$dir"
+index=$(mktemp)
+trap 'rm -f "$index"' EXIT
+real_index=$(git rev-parse --git-path index)
+if [ -f "$real_index" ]; then cp "$real_index" "$index"; else rm -f "$index"; fi
+export GIT_INDEX_FILE="$index"
+git add -A
+git -c diff.noprefix=false -c diff.mnemonicPrefix=false \
+    diff --cached --binary --no-color --no-ext-diff --no-textconv "$base" --
+"#;
+
+/// Changes to directory `$1`, then runs the rest of the arguments through
+/// `mise exec --` when mise is on the guest's PATH, so the tools a
+/// project's mise configuration pins are used, and plainly otherwise.
+/// `exec` keeps the command's exit code and signal. Exit code 125: the work
+/// disk did not appear; 126: the directory is missing.
+pub const EXEC_WRAPPER: &str = concat!(
+    r#"dir=$1
+shift
+fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
+if ! grep -qs ' /root ' /proc/mounts; then
+"#,
+    wait_for_work_disk!(125),
+    r#"fi
+cd "$dir" || exit 126
+if command -v mise >/dev/null 2>&1; then exec mise exec -- "$@"; fi
+exec "$@"
+"#
+);
+
+/// The object id of git's empty tree, the base of an export from a
+/// repository that had no commit when it was prepared.
+pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// `sh -c SCRIPT NAME ARGS...` as an argv.
+pub fn sh_argv(script: &str, name: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        name.to_string(),
+    ];
+    argv.extend(args);
+    argv
+}

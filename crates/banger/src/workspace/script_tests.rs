@@ -1,0 +1,288 @@
+//! The guest scripts run on this machine with its sh, tar and git, fed
+//! with real archives of real repositories.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::archive::{ChunkWriter, Manifest, write_archive};
+use super::git::HostRepo;
+use super::script::{EXPORT, PREPARE, sh_argv};
+use super::testing::{commit_all, git_in, new_repo};
+
+struct ScriptRun {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_script(argv: &[String], stdin: &[u8], lock: &Path) -> ScriptRun {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("BANGER_PREPARE_LOCK", lock)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The script may stop reading early; a broken pipe is part of the test.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    ScriptRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The archive and prepare arguments for `repo_dir`, as `prepare` makes them.
+fn archive_of(repo_dir: &Path, scratch: &Path, include_untracked: bool) -> (Vec<u8>, HostRepo) {
+    let repo = HostRepo::open(repo_dir).unwrap();
+    let manifest =
+        Manifest::build(&repo.root, repo.list_files(include_untracked).unwrap()).unwrap();
+    let bundle = repo.head.as_ref().map(|_| {
+        let path = scratch.join("head.bundle");
+        repo.create_bundle(&path).unwrap();
+        path
+    });
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
+    let root = repo.root.clone();
+    let writer = std::thread::spawn(move || {
+        write_archive(
+            &root,
+            &manifest,
+            bundle.as_deref(),
+            ChunkWriter::new(sender),
+        )
+    });
+    let mut bytes = Vec::new();
+    while let Some(chunk) = receiver.blocking_recv() {
+        bytes.extend(chunk);
+    }
+    writer.join().unwrap().unwrap();
+    (bytes, repo)
+}
+
+fn prepare_argv(target: &Path, need_kib: u64, repo: &HostRepo) -> Vec<String> {
+    sh_argv(
+        PREPARE,
+        "banger-prepare",
+        [
+            target.display().to_string(),
+            need_kib.to_string(),
+            repo.head.clone().unwrap_or_default(),
+            repo.branch.clone().unwrap_or_default(),
+            repo.user_name.clone().unwrap_or_default(),
+            repo.user_email.clone().unwrap_or_default(),
+        ],
+    )
+}
+
+fn leftovers(parent: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".banger-prepare")
+        })
+        .collect()
+}
+
+#[test]
+fn prepare_rebuilds_repo_at_same_head_and_branch() {
+    let host = new_repo();
+    std::fs::write(host.path().join(".gitignore"), "*.log\n").unwrap();
+    std::fs::write(host.path().join("tracked.txt"), "v1\n").unwrap();
+    std::fs::create_dir(host.path().join("dir with space")).unwrap();
+    std::fs::write(host.path().join("dir with space/ünï.txt"), "u\n").unwrap();
+    std::os::unix::fs::symlink("tracked.txt", host.path().join("link")).unwrap();
+    commit_all(host.path(), "first");
+    std::fs::write(host.path().join("tracked.txt"), "v2 uncommitted\n").unwrap();
+    std::fs::write(host.path().join("untracked.txt"), "u\n").unwrap();
+    std::fs::write(host.path().join("debug.log"), "ignored\n").unwrap();
+    git_in(host.path(), &["checkout", "-q", "-b", "feature/x"]);
+
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    let run = run_script(
+        &prepare_argv(&target, 1, &repo),
+        &archive,
+        &scratch.path().join("lock"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let head = repo.head.clone().unwrap();
+    assert_eq!(
+        run.stdout.trim(),
+        format!("banger-workspace-prepared {head}")
+    );
+
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        git_in(&target, &["symbolic-ref", "--short", "HEAD"]),
+        "feature/x"
+    );
+    assert_eq!(
+        git_in(&target, &["config", "user.email"]),
+        "test@example.com"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("tracked.txt")).unwrap(),
+        "v2 uncommitted\n"
+    );
+    assert!(target.join("dir with space/ünï.txt").is_file());
+    assert_eq!(
+        std::fs::read_link(target.join("link")).unwrap(),
+        Path::new("tracked.txt")
+    );
+    assert!(!target.join("untracked.txt").exists());
+    assert!(!target.join("debug.log").exists());
+    // The guest sees the host's uncommitted change as its own.
+    assert_eq!(git_in(&target, &["status", "--porcelain"]), "M tracked.txt");
+    assert!(leftovers(guest.path()).is_empty());
+}
+
+#[test]
+fn failed_prepare_leaves_earlier_workspace_and_no_temp_dir() {
+    let host = new_repo();
+    std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
+    let first_head = commit_all(host.path(), "first");
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let lock = scratch.path().join("lock");
+    let target = guest.path().join("repo");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    assert_eq!(
+        run_script(&prepare_argv(&target, 1, &repo), &archive, &lock).code,
+        0
+    );
+
+    std::fs::write(host.path().join("b.txt"), vec![7u8; 200_000]).unwrap();
+    commit_all(host.path(), "second");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    // A stream cut in the middle, as when the host side dies.
+    let cut = &archive[..archive.len() / 2];
+    let run = run_script(&prepare_argv(&target, 1, &repo), cut, &lock);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        leftovers(guest.path()).is_empty(),
+        "{:?}",
+        leftovers(guest.path())
+    );
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), first_head);
+
+    // Too little space is found before anything is written.
+    let run = run_script(
+        &prepare_argv(&target, u64::MAX / 2048, &repo),
+        &archive,
+        &lock,
+    );
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("not enough space"), "{}", run.stderr);
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), first_head);
+
+    // The complete archive replaces the earlier workspace.
+    let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), repo.head.unwrap());
+    assert!(leftovers(guest.path()).is_empty());
+}
+
+#[test]
+fn prepare_rejects_foreign_directory_and_handles_empty_repo() {
+    let host = new_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let lock = scratch.path().join("lock");
+    let foreign = guest.path().join("mine");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep"), "x").unwrap();
+    let (archive, repo) = archive_of(host.path(), scratch.path(), true);
+    let run = run_script(&prepare_argv(&foreign, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(foreign.join("keep").exists());
+
+    let target = guest.path().join("empty");
+    let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "banger-workspace-prepared none");
+    assert_eq!(
+        git_in(&target, &["symbolic-ref", "--short", "HEAD"]),
+        "main"
+    );
+}
+
+#[test]
+fn export_round_trips_onto_a_clone() {
+    let host = new_repo();
+    std::fs::write(host.path().join("keep.txt"), "keep\n").unwrap();
+    std::fs::write(host.path().join("edit.txt"), "before\n").unwrap();
+    std::fs::write(host.path().join("remove.txt"), "gone soon\n").unwrap();
+    let base = commit_all(host.path(), "base");
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    let run = run_script(
+        &prepare_argv(&target, 1, &repo),
+        &archive,
+        &scratch.path().join("lock"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Guest-side work: an edit, a removal, a new text file, a binary file.
+    std::fs::write(target.join("edit.txt"), "after\n").unwrap();
+    std::fs::remove_file(target.join("remove.txt")).unwrap();
+    std::fs::write(target.join("new file.txt"), "new\n").unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    std::fs::write(target.join("blob.bin"), &binary).unwrap();
+    let index_before = std::fs::read(target.join(".git/index")).unwrap();
+
+    let argv = sh_argv(
+        EXPORT,
+        "banger-export",
+        [target.display().to_string(), base.clone()],
+    );
+    let output = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(target.join(".git/index")).unwrap(),
+        index_before
+    );
+
+    let clone = tempfile::tempdir().unwrap();
+    git_in(
+        clone.path(),
+        &["clone", "-q", host.path().to_str().unwrap(), "c"],
+    );
+    let clone_dir = clone.path().join("c");
+    let patch = clone.path().join("work.diff");
+    std::fs::write(&patch, &output.stdout).unwrap();
+    git_in(&clone_dir, &["apply", patch.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(clone_dir.join("edit.txt")).unwrap(),
+        "after\n"
+    );
+    assert!(!clone_dir.join("remove.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(clone_dir.join("new file.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(std::fs::read(clone_dir.join("blob.bin")).unwrap(), binary);
+    assert_eq!(
+        std::fs::read_to_string(clone_dir.join("keep.txt")).unwrap(),
+        "keep\n"
+    );
+}
