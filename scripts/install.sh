@@ -9,5 +9,6 @@ apt_install "${RUNTIME_PACKAGES[@]}"
 scripts/build.sh
 prefix=${PREFIX:-/usr/local}
 as_root install -d "$prefix/bin"
-as_root install -m 0755 target/banger/banger target/banger/bangerd target/banger/banger-agent "$prefix/bin/"
-echo "» installed banger, bangerd and banger-agent into $prefix/bin" >&2
+as_root install -m 0755 target/banger/banger target/banger/bangerd target/banger/banger-root \
+    target/banger/banger-agent "$prefix/bin/"
+echo "» installed banger, bangerd, banger-root and banger-agent into $prefix/bin" >&2

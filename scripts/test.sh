@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-apt_install "${RUNTIME_PACKAGES[@]}" cpio
+apt_install "${RUNTIME_PACKAGES[@]}" cpio unzip
 require_cargo
+# The Firecracker tests run the real binary; this fetches the checked v1.12.1.
+scripts/install-firecracker.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

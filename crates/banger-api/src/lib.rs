@@ -6,6 +6,7 @@
 //! |-------------------------------|----------------------|-----------------------------|
 //! | `GET /health`                 |                      | [`Health`]                  |
 //! | `GET /defaults`               |                      | [`Defaults`]                |
+//! | `GET /doctor`                 |                      | `Vec<DoctorCheck>`          |
 //! | `POST /shutdown`              |                      | 204                         |
 //! | `GET /vms`                    |                      | `Vec<VmRecord>`             |
 //! | `GET /vms/{name}`             |                      | `VmRecord`                  |
@@ -13,7 +14,10 @@
 //! | `POST /vms/{name}/start`      |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/stop`       |                      | event stream, `VmRecord`    |
 //! | `DELETE /vms/{name}`          |                      | event stream, `VmRecord`    |
+//! | `POST /vms/{name}/kill`       |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/exec`       | upgrade `banger-exec`| agent frames both ways      |
+//! | `GET /vms/{name}/logs?follow=`|                      | console bytes               |
+//! | `PUT /vms/{name}/workspace`   | `Workspace`          | `VmRecord`                  |
 //! | `GET /kernels`                |                      | `Vec<KernelRecord>`         |
 //! | `POST /kernels/import`        | [`ImportKernelRequest`] | event stream, `KernelRecord` |
 //! | `POST /kernels/pull`          | [`PullKernelRequest`]| event stream, `KernelRecord`|
@@ -28,14 +32,15 @@
 //!
 //! `exec` upgrades the connection (`Upgrade: banger-exec`); both sides then
 //! exchange `banger-agent-proto` frames: the client sends one `ExecStart`,
-//! optional `Stdin`/`StdinClose`/`Signal`, and receives `Stdout`, `Stderr` and
+//! optional `Stdin`/`StdinClose`/`Signal`/`Resize`, and receives `Stdout`, `Stderr` and
 //! a final `Exit` or `Error`.
 
+pub mod network;
 pub mod paths;
 
 use serde::{Deserialize, Serialize};
 
-pub use banger_model::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState};
+pub use banger_model::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState, Workspace};
 
 /// Path prefix of every route.
 pub const PREFIX: &str = "/v1";
@@ -66,6 +71,12 @@ pub struct CreateVmRequest {
     /// Create the disks and the record without booting.
     #[serde(default)]
     pub no_start: bool,
+    /// VMM backend: `auto`, `firecracker` or `qemu`; the config's `vmm` when absent.
+    #[serde(default)]
+    pub vmm: Option<String>,
+    /// Masquerade the guest's traffic out of the host's uplink.
+    #[serde(default)]
+    pub nat: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +105,55 @@ pub struct Defaults {
     pub vcpus: u32,
     pub memory_mib: u32,
     pub disk_size_bytes: u64,
+}
+
+/// Outcome of one `doctor` check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoctorStatus {
+    Ok,
+    /// banger works, but slower or with less than it could.
+    Warn,
+    /// banger cannot work until this is fixed.
+    Fail,
+}
+
+/// One check of `banger doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorCheck {
+    pub name: String,
+    pub status: DoctorStatus,
+    pub detail: String,
+    /// What to do when the status is not `ok`.
+    pub fix: Option<String>,
+}
+
+impl DoctorCheck {
+    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, DoctorStatus::Ok, detail, None)
+    }
+
+    pub fn warn(name: impl Into<String>, detail: impl Into<String>, fix: Option<String>) -> Self {
+        Self::new(name, DoctorStatus::Warn, detail, fix)
+    }
+
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>, fix: Option<String>) -> Self {
+        Self::new(name, DoctorStatus::Fail, detail, fix)
+    }
+
+    fn new(
+        name: impl Into<String>,
+        status: DoctorStatus,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            fix,
+        }
+    }
 }
 
 /// One line of an event stream.

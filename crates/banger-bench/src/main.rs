@@ -9,6 +9,7 @@
 //! and the deletion.
 
 mod plain;
+mod workspace;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -30,12 +31,29 @@ struct Args {
     vcpus: u32,
     #[arg(long, default_value_t = 1024)]
     memory_mib: u32,
+    /// Measure workspaces instead: `vm workspace prepare` against
+    /// `git archive | vm exec tar -x`, and the `vm exec -- true` round trip.
+    #[arg(long)]
+    workspace: bool,
+    /// Repository copied by --workspace [default: a generated one].
+    #[arg(long, requires = "workspace")]
+    repo: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let banger = std::fs::canonicalize(args.bin_dir.join("banger"))
         .with_context(|| format!("banger not found in {}", args.bin_dir.display()))?;
+    if args.workspace {
+        let bench = workspace::WorkspaceBench {
+            banger,
+            runs: args.runs,
+            vcpus: args.vcpus,
+            memory_mib: args.memory_mib,
+            repo: args.repo,
+        };
+        return bench.run();
+    }
     let vcpus = args.vcpus.to_string();
     let memory = args.memory_mib.to_string();
     let run_args = [

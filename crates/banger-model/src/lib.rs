@@ -4,10 +4,14 @@
 mod name;
 mod size;
 mod vm;
+mod workspace;
 
 pub use name::{NameError, generate_vm_name, validate_vm_name};
 pub use size::{SizeError, format_size, parse_size};
 pub use vm::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState};
+pub use workspace::{
+    DEFAULT_GUEST_PATH, Workspace, WorkspaceError, validate_guest_path, validate_workspace,
+};
 
 /// Name of the image used when none is given.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";

@@ -2,6 +2,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::workspace::Workspace;
+
 /// Lifecycle state of a VM.
 ///
 /// `Creating` and `Starting` are transient: a daemon that finds a VM in one of
@@ -85,6 +87,9 @@ pub struct VmRecord {
     pub last_error: Option<String>,
     /// Backend-specific process record (pid, sockets) while the VM runs.
     pub runtime: Option<serde_json::Value>,
+    /// The host repository copied into the guest by `vm workspace prepare`.
+    #[serde(default)]
+    pub workspace: Option<Workspace>,
 }
 
 /// A kernel in the catalog of this user's daemon.

@@ -5,6 +5,7 @@
 //! recorded in `schema_migrations`, so a database is upgraded exactly once per
 //! step and a database from a newer banger is rejected instead of damaged.
 
+mod leases;
 mod migrate;
 mod queries;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use thiserror::Error;
 
+pub use leases::Lease;
 pub use migrate::{MIGRATIONS, Migration};
 
 #[derive(Debug, Error)]

@@ -9,11 +9,23 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "workspace",
+        sql: include_str!("migrations/0002_workspace.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "network",
+        sql: include_str!("migrations/0003_network.sql"),
+    },
+];
 
 pub(crate) fn applied(conn: &Connection) -> Result<Vec<i64>> {
     let mut stmt = conn.prepare("SELECT version FROM schema_migrations ORDER BY version")?;

@@ -1,4 +1,4 @@
-use banger_model::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState};
+use banger_model::{ImageRecord, KernelRecord, VmRecord, VmSpec, VmState, Workspace};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::{Result, Store, StoreError};
@@ -14,7 +14,7 @@ fn corrupt(
 }
 
 const VM_COLUMNS: &str = "id, name, state, image_name, kernel_name, backend, spec, runtime, \
-                          last_error, created_at, updated_at";
+                          last_error, created_at, updated_at, workspace";
 
 /// A VM row as stored, before its JSON columns are decoded.
 struct VmRow {
@@ -29,6 +29,7 @@ struct VmRow {
     last_error: Option<String>,
     created_at: String,
     updated_at: String,
+    workspace: Option<String>,
 }
 
 impl VmRow {
@@ -45,6 +46,7 @@ impl VmRow {
             last_error: row.get(8)?,
             created_at: row.get(9)?,
             updated_at: row.get(10)?,
+            workspace: row.get(11)?,
         })
     }
 
@@ -59,6 +61,11 @@ impl VmRow {
             .map(|text| serde_json::from_str(&text))
             .transpose()
             .map_err(|e| corrupt("VM runtime record", e))?;
+        let workspace = self
+            .workspace
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| corrupt("VM workspace record", e))?;
         Ok(VmRecord {
             id: self.id,
             name: self.name,
@@ -71,6 +78,7 @@ impl VmRow {
             updated_at: self.updated_at,
             last_error: self.last_error,
             runtime,
+            workspace,
         })
     }
 }
@@ -79,8 +87,9 @@ impl Store {
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<()> {
         let spec = serde_json::to_string(&vm.spec).map_err(|e| corrupt("VM spec", e))?;
         let runtime = vm.runtime.as_ref().map(|value| value.to_string());
+        let workspace = workspace_json(vm.workspace.as_ref())?;
         self.conn.execute(
-            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 vm.id,
                 vm.name,
@@ -92,10 +101,23 @@ impl Store {
                 runtime,
                 vm.last_error,
                 vm.created_at,
-                vm.updated_at
+                vm.updated_at,
+                workspace
             ],
         )?;
         Ok(())
+    }
+
+    /// Records the workspace of VM `id`, or clears it with `None`. It is
+    /// written on its own, never by [`Store::update_vm`], so a lifecycle
+    /// step that saves an older copy of the record cannot undo it. Returns
+    /// false when no VM has that id.
+    pub fn set_vm_workspace(&self, id: &str, workspace: Option<&Workspace>) -> Result<bool> {
+        let json = workspace_json(workspace)?;
+        Ok(self.conn.execute(
+            "UPDATE vms SET workspace = ?2 WHERE id = ?1",
+            params![id, json],
+        )? > 0)
     }
 
     /// Writes the mutable parts of a VM: state, runtime record, last error, backend.
@@ -251,6 +273,13 @@ impl Store {
     }
 }
 
+fn workspace_json(workspace: Option<&Workspace>) -> Result<Option<String>> {
+    workspace
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| corrupt("VM workspace record", e))
+}
+
 fn kernel_from_row(row: &Row<'_>) -> rusqlite::Result<KernelRecord> {
     Ok(KernelRecord {
         name: row.get(0)?,
@@ -312,6 +341,7 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".into(),
             last_error: None,
             runtime: None,
+            workspace: None,
         }
     }
 
@@ -332,6 +362,65 @@ mod tests {
         store.update_vm(&record).unwrap();
         assert_eq!(store.get_vm("dev").unwrap(), Some(record));
         assert_eq!(store.get_vm("other").unwrap(), None);
+    }
+
+    #[test]
+    fn workspace_is_kept_apart_from_update_vm() {
+        let store = store();
+        let record = vm("dev");
+        store.insert_vm(&record).unwrap();
+        let workspace = Workspace {
+            guest_path: "/root/repo".into(),
+            host_path: "/home/me/proj".into(),
+            head: Some("a".repeat(40)),
+            branch: Some("main".into()),
+            include_untracked: true,
+            prepared_at: "2026-01-02T00:00:00Z".into(),
+        };
+        let recorded = store.set_vm_workspace(&record.id, Some(&workspace));
+        assert!(recorded.unwrap());
+        // A lifecycle step saving its older copy leaves the workspace alone.
+        store.update_vm(&record).unwrap();
+        let stored = store.get_vm("dev").unwrap().unwrap();
+        assert_eq!(stored.workspace.as_ref(), Some(&workspace));
+        let listed = store.list_vms().unwrap();
+        assert_eq!(listed[0].workspace.as_ref(), Some(&workspace));
+
+        assert!(store.set_vm_workspace(&record.id, None).unwrap());
+        assert_eq!(store.get_vm("dev").unwrap().unwrap().workspace, None);
+        assert!(!store.set_vm_workspace("no-such-id", None).unwrap());
+    }
+
+    #[test]
+    fn database_from_version_one_gains_workspace_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banger.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            crate::migrate::apply(&mut conn, &crate::MIGRATIONS[..1]).unwrap();
+            conn.execute(
+                "INSERT INTO kernels VALUES ('k', 'aa', '6.1', 'test', '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO images VALUES ('img', 'bb', 1, 'test', '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO vms (id, name, state, image_name, kernel_name, backend, spec, \
+                 created_at, updated_at) VALUES ('id-old', 'old', 'stopped', 'img', 'k', 'qemu', \
+                 '{\"vcpus\":2,\"memory_mib\":1024,\"disk_size_bytes\":1}', 't', 't')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.applied_migrations().unwrap(), vec![1, 2, 3]);
+        let old = store.get_vm("old").unwrap().unwrap();
+        assert_eq!(old.state, VmState::Stopped);
+        assert_eq!(old.workspace, None);
     }
 
     #[test]
@@ -363,7 +452,7 @@ mod tests {
         let path = dir.path().join("banger.db");
         drop(Store::open(&path).unwrap());
         let reopened = Store::open(&path).unwrap();
-        assert_eq!(reopened.applied_migrations().unwrap(), vec![1]);
+        assert_eq!(reopened.applied_migrations().unwrap(), vec![1, 2, 3]);
         let mode: String = reopened
             .conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))

@@ -230,6 +230,32 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Streams a route's raw body to stdout (console logs).
+    pub async fn copy_to_stdout(&self, path: &str) -> Result<(), CliError> {
+        use std::io::Write;
+        let mut response = self.send(Method::GET, path, None, None).await?;
+        if !response.status().is_success() {
+            return Err(error_from(response).await);
+        }
+        let mut stdout = std::io::stdout();
+        while let Some(frame) = response.body_mut().frame().await {
+            let frame = frame.map_err(|e| {
+                CliError::local("the daemon closed the connection").cause(e.to_string())
+            })?;
+            if let Some(data) = frame.data_ref()
+                && let Err(e) = stdout.write_all(data).and_then(|()| stdout.flush())
+            {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(CliError::local("failed to write to stdout").cause(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn read_json<T: DeserializeOwned>(response: Response<Incoming>) -> Result<T, CliError> {
     if !response.status().is_success() {
         return Err(error_from(response).await);

@@ -42,6 +42,7 @@ pub async fn run(client: &Client, name: &str, argv: Vec<String>) -> Result<ExitS
         env: Vec::new(),
         cwd: None,
         stdin: forward_stdin,
+        ..Default::default()
     };
     let (frames_tx, mut frames_rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
     frames_tx

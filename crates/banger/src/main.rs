@@ -3,7 +3,10 @@
 mod client;
 mod commands;
 mod exec;
+mod remote;
 mod render;
+mod terminal;
+mod workspace;
 
 use std::process::ExitCode;
 

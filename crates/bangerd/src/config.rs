@@ -16,6 +16,29 @@ pub enum AccelSetting {
     Tcg,
 }
 
+/// Which VMM runs new VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmSetting {
+    /// Firecracker when its binary is usable and a boot probe shows that KVM
+    /// can boot a guest, else QEMU.
+    #[default]
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+impl VmmSetting {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(VmmSetting::Auto),
+            "firecracker" => Some(VmmSetting::Firecracker),
+            "qemu" => Some(VmmSetting::Qemu),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmDefaults {
@@ -30,8 +53,11 @@ pub struct VmDefaults {
 pub struct Config {
     pub default_image: String,
     pub default_kernel: String,
+    pub vmm: VmmSetting,
     /// QEMU binary; `qemu-system-x86_64` from `PATH` when unset.
     pub qemu_bin: Option<PathBuf>,
+    /// Firecracker binary; `firecracker` from `PATH` when unset.
+    pub firecracker_bin: Option<PathBuf>,
     pub accel: AccelSetting,
     /// The static guest agent; found next to `bangerd` when unset.
     pub agent_bin: Option<PathBuf>,
@@ -40,6 +66,11 @@ pub struct Config {
     /// Seconds a guest gets to power off by itself before the VMM is stopped.
     pub stop_timeout_secs: u64,
     pub vm_defaults: VmDefaults,
+    /// Socket of the privileged helper banger-root.
+    pub helper_socket: Option<PathBuf>,
+    /// banger's SSH private key; `$XDG_STATE_HOME/banger/ssh/id_ed25519` when unset.
+    pub ssh_key_path: Option<PathBuf>,
+    pub network: crate::network::NetworkConfig,
 }
 
 impl Default for Config {
@@ -47,7 +78,9 @@ impl Default for Config {
         Self {
             default_image: banger_model::DEFAULT_IMAGE.to_string(),
             default_kernel: banger_model::DEFAULT_KERNEL.to_string(),
+            vmm: VmmSetting::Auto,
             qemu_bin: None,
+            firecracker_bin: None,
             accel: AccelSetting::Auto,
             agent_bin: None,
             // Software emulation boots a systemd guest in about 15 s on a
@@ -55,6 +88,9 @@ impl Default for Config {
             boot_timeout_secs: 180,
             stop_timeout_secs: 30,
             vm_defaults: VmDefaults::default(),
+            helper_socket: None,
+            ssh_key_path: None,
+            network: crate::network::NetworkConfig::default(),
         }
     }
 }

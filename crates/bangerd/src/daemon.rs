@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use banger_api::ErrorKind;
 use banger_api::paths::Paths;
 use banger_store::Store;
-use banger_vmm::Vmm;
+use banger_vmm::{BackendKind, VmProcess, Vmm};
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use crate::agent::AgentConn;
@@ -18,7 +18,10 @@ pub struct Daemon {
     pub paths: Paths,
     pub config: Config,
     store: Mutex<Store>,
-    pub vmm: Arc<dyn Vmm>,
+    /// VMM backends by kind; Firecracker is absent when its binary is unusable.
+    backends: HashMap<BackendKind, Arc<dyn Vmm>>,
+    /// The Firecracker binary and version, or why it cannot be used.
+    pub firecracker: crate::backend::FirecrackerStatus,
     /// Serialises lifecycle operations per VM name.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises pulls and builds per kernel or image name.
@@ -26,20 +29,42 @@ pub struct Daemon {
     /// Live agent sessions by VM id.
     agents: tokio::sync::Mutex<HashMap<String, Arc<AgentConn>>>,
     pub shutdown: Notify,
+    /// Network backend, DNS records and leases' runtime side.
+    pub net: crate::network::NetState,
 }
 
 impl Daemon {
-    pub fn new(paths: Paths, config: Config, store: Store, vmm: Arc<dyn Vmm>) -> Self {
+    pub fn new(
+        paths: Paths,
+        config: Config,
+        store: Store,
+        backends: crate::backend::Backends,
+    ) -> Self {
         Self {
             paths,
             config,
             store: Mutex::new(store),
-            vmm,
+            backends: backends.map,
+            firecracker: backends.firecracker,
             vm_locks: Mutex::default(),
             artifact_locks: Mutex::default(),
             agents: tokio::sync::Mutex::default(),
             shutdown: Notify::new(),
+            net: crate::network::NetState::default(),
         }
+    }
+
+    /// The backend of `kind`, or why it cannot be used.
+    pub fn backend(&self, kind: BackendKind) -> ApiResult<Arc<dyn Vmm>> {
+        self.backends.get(&kind).cloned().ok_or_else(|| {
+            ApiError::unavailable(format!("the {kind} backend is not available on this host"))
+                .hint("run `banger doctor` to see why")
+        })
+    }
+
+    /// The backend that runs `process`.
+    pub fn backend_of(&self, process: &VmProcess) -> ApiResult<Arc<dyn Vmm>> {
+        self.backend(process.backend)
     }
 
     /// The database. Hold the guard only for a few queries, never across an await.

@@ -18,9 +18,16 @@ use crate::error::ApiResult;
 #[derive(Clone)]
 pub struct Events {
     tx: mpsc::Sender<Event>,
+    operation_id: String,
 }
 
 impl Events {
+    /// The id of the operation these events belong to, for log lines and
+    /// requests to other processes.
+    pub fn operation_id(&self) -> &str {
+        &self.operation_id
+    }
+
     /// Sends a progress line; a client that went away does not stop the operation.
     pub async fn progress(&self, message: impl Into<String>) {
         let message = message.into();
@@ -46,7 +53,10 @@ where
     Fut: Future<Output = ApiResult<T>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Event>(64);
-    let events = Events { tx: tx.clone() };
+    let events = Events {
+        tx: tx.clone(),
+        operation_id: operation_id.clone(),
+    };
     let span = tracing::info_span!("op", op_id = %operation_id);
     let op = operation_id.clone();
     tokio::spawn(

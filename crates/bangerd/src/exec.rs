@@ -66,7 +66,8 @@ impl Daemon {
         let process = crate::vms::runtime_process(vm)
             .ok_or_else(|| ApiError::conflict(format!("VM {:?} has no process record", vm.name)))?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-        let conn = crate::boot::wait_for_agent(self.vmm.as_ref(), &process, deadline)
+        let vmm = self.backend_of(&process)?;
+        let conn = crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline)
             .await
             .map_err(|e| {
                 ApiError::from_error(banger_api::ErrorKind::Internal, &e)
@@ -130,7 +131,7 @@ where
         while let Some(frame) = decoder.next_frame() {
             if matches!(
                 frame.kind,
-                FrameKind::Stdin | FrameKind::StdinClose | FrameKind::Signal
+                FrameKind::Stdin | FrameKind::StdinClose | FrameKind::Signal | FrameKind::Resize
             ) {
                 conn.send(Frame::new(frame.kind, stream, frame.payload))?;
             }

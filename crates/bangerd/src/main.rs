@@ -3,16 +3,25 @@
 mod agent;
 mod agent_bin;
 mod artifacts;
+mod backend;
 mod boot;
 mod config;
 mod daemon;
+mod dns;
+mod doctor;
 mod error;
 mod events;
 mod exec;
+mod logs;
+mod net_routes;
+mod network;
+mod ports;
 mod reconcile;
 mod routes;
 mod server;
+mod ssh;
 mod vms;
+mod workspace;
 
 use std::process::ExitCode;
 

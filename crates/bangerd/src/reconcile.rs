@@ -13,7 +13,12 @@ use crate::vms::runtime_process;
 pub async fn reconcile(daemon: &Daemon) -> anyhow::Result<()> {
     let vms = daemon.store().list_vms()?;
     for mut vm in vms {
-        let alive = runtime_process(&vm).is_some_and(|p| daemon.vmm.is_running(&p));
+        let process = runtime_process(&vm);
+        let vmm = process.as_ref().and_then(|p| daemon.backend_of(p).ok());
+        let alive = match (&process, &vmm) {
+            (Some(p), Some(vmm)) => vmm.is_running(p),
+            _ => false,
+        };
         let settled = match (vm.state, alive) {
             (VmState::Running, true) => {
                 tracing::info!(vm = %vm.name, "adopted running VM");
@@ -22,8 +27,8 @@ pub async fn reconcile(daemon: &Daemon) -> anyhow::Result<()> {
             (VmState::Stopped | VmState::Error, false) => continue,
             (VmState::Starting | VmState::Stopping | VmState::Creating, true) => {
                 // The operation was cut short; the process is ours to end.
-                if let Some(process) = runtime_process(&vm) {
-                    let _ = daemon.vmm.kill(&process).await;
+                if let (Some(process), Some(vmm)) = (&process, &vmm) {
+                    let _ = vmm.kill(process).await;
                 }
                 if vm.state == VmState::Stopping {
                     VmState::Stopped
@@ -34,8 +39,8 @@ pub async fn reconcile(daemon: &Daemon) -> anyhow::Result<()> {
             (VmState::Running | VmState::Stopping, false) => VmState::Stopped,
             (VmState::Starting | VmState::Creating, false) => VmState::Error,
             (VmState::Stopped | VmState::Error, true) => {
-                if let Some(process) = runtime_process(&vm) {
-                    let _ = daemon.vmm.kill(&process).await;
+                if let (Some(process), Some(vmm)) = (&process, &vmm) {
+                    let _ = vmm.kill(process).await;
                 }
                 vm.state
             }

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use banger_api::{
     BuildImageRequest, CreateVmRequest, Defaults, Health, ImportKernelRequest, PullKernelRequest,
 };
@@ -21,19 +21,24 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
     let v1 = Router::new()
         .route("/health", get(health))
         .route("/defaults", get(defaults))
+        .route("/doctor", get(crate::doctor::doctor))
         .route("/shutdown", post(shutdown))
         .route("/vms", get(list_vms).post(create_vm))
         .route("/vms/{name}", get(show_vm).delete(delete_vm))
         .route("/vms/{name}/start", post(start_vm))
         .route("/vms/{name}/stop", post(stop_vm))
         .route("/vms/{name}/exec", post(crate::exec::exec))
+        .route("/vms/{name}/logs", get(crate::logs::logs))
+        .route("/vms/{name}/kill", post(kill_vm))
+        .route("/vms/{name}/workspace", put(crate::workspace::record))
         .route("/kernels", get(list_kernels))
         .route("/kernels/import", post(import_kernel))
         .route("/kernels/pull", post(pull_kernel))
         .route("/kernels/{name}", delete(remove_kernel))
         .route("/images", get(list_images))
         .route("/images/build", post(build_image))
-        .route("/images/{name}", delete(remove_image));
+        .route("/images/{name}", delete(remove_image))
+        .merge(crate::net_routes::routes());
     Router::new()
         .nest(banger_api::PREFIX, v1)
         .with_state(daemon)
@@ -85,6 +90,12 @@ async fn start_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -
 async fn stop_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     stream(new_operation_id(), move |events| async move {
         daemon.stop_vm(&name, &events).await
+    })
+}
+
+async fn kill_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.kill_vm(&name, &events).await
     })
 }
 

@@ -28,16 +28,12 @@ pub async fn run() -> anyhow::Result<()> {
 
     let _lock = lock_instance(&paths.lock_file())?;
     let store = Store::open(&paths.database())?;
-    let vmm = Arc::new(banger_vmm::QemuVmm::new(
-        config
-            .qemu_bin
-            .clone()
-            .unwrap_or_else(|| "qemu-system-x86_64".into()),
-    ));
-    let daemon = Arc::new(Daemon::new(paths.clone(), config, store, vmm));
+    let backends = crate::backend::backends(&config).await;
+    let daemon = Arc::new(Daemon::new(paths.clone(), config, store, backends));
     crate::reconcile::reconcile(&daemon)
         .await
         .context("failed to settle VMs at startup")?;
+    crate::network::startup(&daemon).await;
 
     let socket = paths.socket();
     let _ = std::fs::remove_file(&socket);

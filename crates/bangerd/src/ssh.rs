@@ -130,21 +130,42 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), SshError> {
 
 /// Runs `ssh-keygen -t ed25519 -N ""` for `path` unless the key exists.
 pub fn ensure_key(path: &Path, comment: &str) -> Result<(), SshError> {
+    // Concurrent creates reach here together; one daemon runs per user (its
+    // lock file), so a process-wide lock is enough to generate a key once.
+    static KEYGEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = KEYGEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if path.exists() {
         return Ok(());
     }
     if let Some(parent) = path.parent() {
         create_dir(parent, 0o700)?;
     }
+    // Generate under a temporary name and rename the public half first, so
+    // the private key's path never exists without its `.pub`.
+    let temp = path.with_extension("keygen-tmp");
+    let temp_pub = public_key_path(&temp);
+    let _ = std::fs::remove_file(&temp);
+    let _ = std::fs::remove_file(&temp_pub);
     Cmd::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
+        .arg(&temp)
         .timeout(KEYGEN_TIMEOUT)
         .run()
         .map_err(|source| SshError::Keygen {
             path: path.to_path_buf(),
             source,
         })?;
+    for (from, to) in [
+        (&temp_pub, &public_key_path(path)),
+        (&temp, &path.to_path_buf()),
+    ] {
+        std::fs::rename(from, to).map_err(|source| SshError::Write {
+            path: to.clone(),
+            source,
+        })?;
+    }
     Ok(())
 }
 

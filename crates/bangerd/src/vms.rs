@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use banger_api::{CreateVmRequest, Defaults, ErrorKind};
 use banger_model::{VmRecord, VmSpec, VmState, format_size, generate_vm_name, validate_vm_name};
-use banger_vmm::{DiskSpec, LaunchSpec, VmProcess};
+use banger_vmm::{BackendKind, DiskSpec, LaunchSpec, VmProcess};
 
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
@@ -87,6 +87,9 @@ impl Daemon {
         self.agent_binary()?;
         let kernel = self.ensure_kernel(&kernel_name, events).await?;
         let image = self.ensure_image(&image_name, events).await?;
+        let backend = self
+            .choose_backend(request.vmm.as_deref(), &kernel, events)
+            .await?;
 
         let now = now_rfc3339();
         let mut vm = VmRecord {
@@ -96,13 +99,19 @@ impl Daemon {
             image: image.name.clone(),
             kernel: kernel.name.clone(),
             spec,
-            backend: self.vmm.kind().to_string(),
+            backend: backend.to_string(),
             created_at: now.clone(),
             updated_at: now,
             last_error: None,
             runtime: None,
+            workspace: None,
         };
         self.store().insert_vm(&vm)?;
+        self.store().set_vm_nat(&vm.id, request.nat)?;
+        if let Err(error) = self.lease_address(&vm) {
+            self.store().delete_vm(&vm.id)?;
+            return Err(error);
+        }
         tracing::info!(vm = %name, id = %vm.id, "VM record created");
         events
             .progress(format!(
@@ -118,12 +127,16 @@ impl Daemon {
             self.remove_vm_files(&vm);
             return Err(self.fail(&mut vm, error, "failed to create the disks"));
         }
+        if let Err(error) = self.prepare_ssh(&vm).await {
+            self.remove_vm_files(&vm);
+            return Err(self.fail(&mut vm, error, "failed to set up SSH access"));
+        }
         if request.no_start {
             vm.state = VmState::Stopped;
             self.save(&mut vm)?;
             return Ok(vm);
         }
-        if let Err(error) = self.boot(&mut vm, events).await {
+        if let Err(error) = self.boot_with_network(&mut vm, events).await {
             self.remove_vm_files(&vm);
             return Err(self.fail(&mut vm, error, "failed to boot"));
         }
@@ -161,7 +174,7 @@ impl Daemon {
             .map_err(|e| {
                 crate::artifacts::classify_tool_error(e).context("failed to update the guest agent")
             })?;
-        if let Err(error) = self.boot(&mut vm, events).await {
+        if let Err(error) = self.boot_with_network(&mut vm, events).await {
             return Err(self.fail(&mut vm, error, "failed to boot"));
         }
         Ok(vm)
@@ -182,10 +195,39 @@ impl Daemon {
         self.save(&mut vm)?;
         events.progress(format!("stopping VM {name}")).await;
         self.halt(&vm).await;
+        self.network_down(&vm, events.operation_id()).await;
         vm.state = VmState::Stopped;
         vm.runtime = None;
         self.save(&mut vm)?;
         tracing::info!(vm = %name, "VM stopped");
+        Ok(vm)
+    }
+
+    /// Ends a hung VM's VMM at once (SIGKILL); the disks stay.
+    pub async fn kill_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
+        let mut vm = self.vm_record(name)?;
+        let Some(process) = runtime_process(&vm) else {
+            return Err(ApiError::conflict(format!(
+                "VM {name:?} is {}, not running",
+                vm.state
+            )));
+        };
+        events.progress(format!("killing VM {name}")).await;
+        self.backend_of(&process)?
+            .kill(&process)
+            .await
+            .map_err(|e| {
+                ApiError::from_error(ErrorKind::Internal, &e)
+                    .context(format!("failed to kill VM {name:?}"))
+            })?;
+        self.network_down(&vm, events.operation_id()).await;
+        self.drop_agent(&vm.id).await;
+        let _ = std::fs::remove_dir_all(self.paths.vm_run_dir(&vm.id));
+        vm.state = VmState::Stopped;
+        vm.runtime = None;
+        self.save(&mut vm)?;
+        tracing::info!(vm = %name, stop_path = "sigkill", "VM killed");
         Ok(vm)
     }
 
@@ -195,14 +237,16 @@ impl Daemon {
         let vm = self.vm_record(name)?;
         if let Some(process) = runtime_process(&vm) {
             events.progress(format!("killing VM {name}")).await;
-            if let Err(e) = self.vmm.kill(&process).await {
+            if let Err(e) = self.backend_of(&process)?.kill(&process).await {
                 tracing::warn!(vm = %name, error = %e, "failed to kill the VMM");
                 return Err(ApiError::from_error(ErrorKind::Internal, &e)
                     .context(format!("failed to delete VM {name:?}")));
             }
         }
+        self.network_down(&vm, events.operation_id()).await;
         self.drop_agent(&vm.id).await;
         self.remove_vm_files(&vm);
+        self.network_forget(&vm).await;
         self.store().delete_vm(&vm.id)?;
         tracing::info!(vm = %name, "VM deleted");
         Ok(vm)
@@ -289,20 +333,29 @@ impl Daemon {
     }
 
     /// Launches the VMM and waits until the guest agent answers.
-    async fn boot(&self, vm: &mut VmRecord, events: &Events) -> ApiResult<()> {
+    pub(crate) async fn boot(
+        &self,
+        vm: &mut VmRecord,
+        events: &Events,
+        net: Option<&crate::network::GuestNet>,
+    ) -> ApiResult<()> {
         let kernel = self.kernel_record(&vm.kernel)?;
-        let files = self.kernel_files(&kernel)?;
-        let agent = self.agent_binary()?;
-        let cache = self.paths.cache_dir.clone();
-        let kernel_files = files.clone();
-        let initrd = crate::artifacts::blocking(move || {
-            banger_image::kernel::build_initramfs(&kernel_files, &agent, &cache)
-        })
-        .await
-        .map_err(|e| {
-            ApiError::from_error(ErrorKind::Internal, &e).context("failed to build the initramfs")
+        let (files, initrd) = self.boot_files(&kernel).await?;
+        let kind = crate::backend::parse_backend(&vm.backend).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "VM {:?} has an unknown backend {:?}",
+                vm.name, vm.backend
+            ))
         })?;
-        let accel = self.accel(&files.bzimage, &initrd, events).await;
+        let vmm = self.backend(kind)?;
+        let (kernel_path, accel) = match kind {
+            BackendKind::Qemu => (
+                files.bzimage.clone(),
+                self.accel(&files.bzimage, &initrd, events).await,
+            ),
+            // Firecracker boots the ELF vmlinux under KVM only.
+            BackendKind::Firecracker => (files.vmlinux.clone(), banger_vmm::Accel::Kvm),
+        };
 
         let run_dir = self.paths.vm_run_dir(&vm.id);
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -312,9 +365,12 @@ impl Daemon {
             vm_id: vm.id.clone(),
             vcpus: vm.spec.vcpus,
             memory_mib: vm.spec.memory_mib,
-            kernel: files.bzimage.clone(),
+            kernel: kernel_path,
             initrd: Some(initrd),
-            cmdline: guest_cmdline(&vm.name),
+            cmdline: match net {
+                Some(net) => format!("{} {}", guest_cmdline(&vm.name), net.cmdline_args()),
+                None => guest_cmdline(&vm.name),
+            },
             disks: vec![
                 DiskSpec {
                     path: dir.join(ROOT_DISK),
@@ -325,7 +381,7 @@ impl Daemon {
                     read_only: false,
                 },
             ],
-            nics: Vec::new(),
+            nics: net.map(|net| vec![net.nic()]).unwrap_or_default(),
             run_dir: run_dir.clone(),
             console_log: dir.join(CONSOLE_LOG),
             accel,
@@ -333,9 +389,12 @@ impl Daemon {
         vm.state = VmState::Starting;
         self.save(vm)?;
         events
-            .progress(format!("booting {} ({:?})", vm.name, accel).to_lowercase())
+            .progress(match kind {
+                BackendKind::Qemu => format!("booting {} (qemu, {accel})", vm.name),
+                BackendKind::Firecracker => format!("booting {} (firecracker)", vm.name),
+            })
             .await;
-        let process = match self.vmm.launch(&spec).await {
+        let process = match vmm.launch(&spec).await {
             Ok(process) => process,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&run_dir);
@@ -349,7 +408,7 @@ impl Daemon {
 
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(self.config.boot_timeout_secs);
-        match crate::boot::wait_for_agent(self.vmm.as_ref(), &process, deadline).await {
+        match crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline).await {
             Ok(conn) => {
                 events
                     .progress(format!(
@@ -360,7 +419,7 @@ impl Daemon {
                 self.set_agent(&vm.id, conn).await;
             }
             Err(error) => {
-                let _ = self.vmm.kill(&process).await;
+                let _ = vmm.kill(&process).await;
                 let _ = std::fs::remove_dir_all(&run_dir);
                 vm.runtime = None;
                 let tail = console_tail(&spec.console_log, 15);
@@ -386,6 +445,10 @@ impl Daemon {
         let Some(process) = runtime_process(vm) else {
             return;
         };
+        let Ok(vmm) = self.backend_of(&process) else {
+            tracing::warn!(vm = %vm.name, backend = %process.backend, "backend unavailable; cannot stop the VMM");
+            return;
+        };
         let grace = Duration::from_secs(self.config.stop_timeout_secs);
         let mut path = "agent".to_string();
         let synced = match self.agent(&vm.id).await {
@@ -398,12 +461,12 @@ impl Daemon {
                 .is_ok(),
             None => false,
         };
-        if !(synced && self.vmm.wait_exit(&process, grace).await) {
-            path = match self.vmm.stop(&process, Duration::from_secs(10)).await {
+        if !(synced && vmm.wait_exit(&process, grace).await) {
+            path = match vmm.stop(&process, Duration::from_secs(10)).await {
                 Ok(stop) => stop.to_string(),
                 Err(e) => {
                     tracing::warn!(vm = %vm.name, error = %e, "graceful stop failed; killing");
-                    let _ = self.vmm.kill(&process).await;
+                    let _ = vmm.kill(&process).await;
                     "sigkill".to_string()
                 }
             };
@@ -449,17 +512,7 @@ impl Daemon {
             AccelSetting::Kvm => banger_vmm::Accel::Kvm,
             AccelSetting::Tcg => banger_vmm::Accel::Tcg,
             AccelSetting::Auto => {
-                let probe_dir = self.paths.cache_dir.join("probes");
-                let _ = std::fs::create_dir_all(&probe_dir);
-                let _guard = self.artifact_lock("kvm-probe").await;
-                let result = banger_vmm::probe_accel(
-                    &self.qemu_binary(),
-                    kernel,
-                    initrd,
-                    &probe_dir,
-                    Duration::from_secs(20),
-                )
-                .await;
+                let result = self.kvm_probe(kernel, initrd).await;
                 if result.kvm_boots {
                     banger_vmm::Accel::Kvm
                 } else {
@@ -470,6 +523,41 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Whether QEMU with KVM boots this kernel here; cached per kernel,
+    /// initramfs, QEMU and host kernel.
+    pub async fn kvm_probe(&self, kernel: &Path, initrd: &Path) -> banger_vmm::ProbeResult {
+        let probe_dir = self.paths.cache_dir.join("probes");
+        let _ = std::fs::create_dir_all(&probe_dir);
+        let _guard = self.artifact_lock("kvm-probe").await;
+        banger_vmm::probe_accel(
+            &self.qemu_binary(),
+            kernel,
+            initrd,
+            &probe_dir,
+            Duration::from_secs(20),
+        )
+        .await
+    }
+
+    /// The kernel's files and its initramfs with the current agent.
+    pub async fn boot_files(
+        &self,
+        kernel: &banger_model::KernelRecord,
+    ) -> ApiResult<(banger_image::kernel::KernelArtifacts, PathBuf)> {
+        let files = self.kernel_files(kernel)?;
+        let agent = self.agent_binary()?;
+        let cache = self.paths.cache_dir.clone();
+        let kernel_files = files.clone();
+        let initrd = crate::artifacts::blocking(move || {
+            banger_image::kernel::build_initramfs(&kernel_files, &agent, &cache)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::from_error(ErrorKind::Internal, &e).context("failed to build the initramfs")
+        })?;
+        Ok((files, initrd))
     }
 
     pub fn qemu_binary(&self) -> PathBuf {
@@ -491,17 +579,37 @@ pub fn runtime_process(vm: &VmRecord) -> Option<VmProcess> {
         .and_then(|value| serde_json::from_value(value.clone()).ok())
 }
 
+/// Writes the current agent and its unit into a VM's root disk, so guests
+/// follow daemon upgrades without a rebuilt image.
 fn inject_agent(root: &Path, agent: &Path) -> Result<(), banger_image::image::ImageError> {
-    banger_image::image::inject_files(
+    use banger_image::image::guest_files::AGENT_UNIT;
+    let scratch = root.with_extension("agent-unit.tmp");
+    std::fs::write(&scratch, AGENT_UNIT).map_err(|source| banger_image::image::ImageError::Io {
+        action: "write",
+        path: scratch.clone(),
+        source,
+    })?;
+    let result = banger_image::image::inject_files(
         root,
-        &[banger_image::image::InjectFile {
-            host_path: agent.to_path_buf(),
-            guest_path: "/usr/local/bin/banger-agent".into(),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        }],
-    )
+        &[
+            banger_image::image::InjectFile {
+                host_path: agent.to_path_buf(),
+                guest_path: "/usr/local/bin/banger-agent".into(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+            banger_image::image::InjectFile {
+                host_path: scratch.clone(),
+                guest_path: "/etc/systemd/system/banger-agent.service".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        ],
+    );
+    let _ = std::fs::remove_file(&scratch);
+    result
 }
 
 fn guest_cmdline(hostname: &str) -> String {

@@ -1,9 +1,13 @@
 //! Subcommands.
 
 mod daemon;
+mod doctor;
 mod image;
 mod kernel;
+mod ssh;
+mod system;
 mod vm;
+mod workspace;
 
 use clap::Subcommand;
 
@@ -22,9 +26,16 @@ pub enum Command {
     /// Manage root file system images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Check the host: KVM, QEMU, Firecracker, the boot probe, disk space, tools.
+    Doctor,
     /// Inspect or stop the daemon.
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
+    /// Print banger's ssh_config file, or include it in ~/.ssh/config.
+    SshConfig(ssh::SshConfigArgs),
+    /// Install, inspect or remove the systemd units of banger-root and bangerd.
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// An error with the exit code it ends the process with.
@@ -53,5 +64,8 @@ pub async fn run(command: Command) -> Result<u8, Failure> {
         Command::Kernel(command) => kernel::run(command).await.map_err(Failure::from),
         Command::Image(command) => image::run(command).await.map_err(Failure::from),
         Command::Daemon(command) => daemon::run(command).await.map_err(Failure::from),
+        Command::Doctor => doctor::run().await.map_err(Failure::from),
+        Command::SshConfig(args) => ssh::ssh_config(args),
+        Command::System(command) => system::run(command).await,
     }
 }

@@ -20,17 +20,29 @@ pub enum VmCommand {
     /// Delete VMs and their disks, stopping them first.
     #[command(alias = "rm")]
     Delete { names: Vec<String> },
-    /// Run a command in a running VM.
-    Exec {
+    /// Run a command in a running VM, in its workspace when it has one.
+    Exec(super::workspace::ExecArgs),
+    /// Copy a host git repository into a VM, or export the changes made there.
+    #[command(subcommand)]
+    Workspace(super::workspace::WorkspaceCommand),
+    /// End hung VMs at once (SIGKILL to the VMM); their disks stay.
+    Kill { names: Vec<String> },
+    /// Print a VM's console log.
+    Logs {
         name: String,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        /// Keep printing new output until the VM stops.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// List VMs.
     #[command(alias = "ls")]
     List(ListArgs),
     /// Show one VM as JSON.
     Show { name: String },
+    /// Open an SSH session to a VM, or run a command over SSH.
+    Ssh(super::ssh::SshArgs),
+    /// List a VM's listening TCP and UDP ports.
+    Ports { name: String },
 }
 
 #[derive(Args, Debug, Default)]
@@ -53,6 +65,12 @@ pub struct SpecArgs {
     /// Work disk size (mounted at /root), e.g. 8G.
     #[arg(long, value_parser = parse_disk_size)]
     disk_size: Option<u64>,
+    /// VMM backend: auto, firecracker or qemu (default: the config's `vmm`).
+    #[arg(long)]
+    vmm: Option<String>,
+    /// Masquerade the guest's traffic out of the host's uplink.
+    #[arg(long)]
+    nat: bool,
 }
 
 fn parse_disk_size(text: &str) -> Result<u64, String> {
@@ -66,6 +84,12 @@ pub struct RunArgs {
     /// Delete the VM when the command ends.
     #[arg(long)]
     rm: bool,
+    /// Create the VM (and prepare PATH as its workspace), then exit.
+    #[arg(short = 'd', long, conflicts_with_all = ["rm", "command"])]
+    detach: bool,
+    /// Host git repository to copy into the VM as its workspace; the
+    /// command then runs there.
+    path: Option<std::path::PathBuf>,
     /// Command to run in the guest, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
@@ -90,7 +114,8 @@ pub struct ListArgs {
 pub async fn run(command: VmCommand) -> Result<u8, Failure> {
     match command {
         VmCommand::Run(args) => run_vm(args).await,
-        VmCommand::Exec { name, command } => exec(&name, command).await,
+        VmCommand::Exec(args) => super::workspace::exec(args).await,
+        VmCommand::Workspace(command) => super::workspace::run(command).await,
         VmCommand::Create(args) => {
             let client = Client::connect().await?;
             let vm = create(&client, &args.spec, args.no_start).await?;
@@ -128,7 +153,28 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
             })
             .await
         }
+        VmCommand::Kill { names } => {
+            each(names, "kill", |c, n| async move {
+                c.stream::<VmRecord>(
+                    Method::POST,
+                    &format!("/vms/{n}/kill"),
+                    None::<&()>,
+                    progress,
+                )
+                .await
+            })
+            .await
+        }
+        VmCommand::Logs { name, follow } => {
+            let client = Client::connect().await?;
+            client
+                .copy_to_stdout(&format!("/vms/{name}/logs?follow={follow}"))
+                .await?;
+            Ok(0)
+        }
         VmCommand::List(args) => list(args).await.map_err(Failure::from),
+        VmCommand::Ssh(args) => super::ssh::ssh(args).await,
+        VmCommand::Ports { name } => super::ssh::ports(name).await,
         VmCommand::Show { name } => {
             let client = Client::connect().await?;
             let vm: VmRecord = client.get(&format!("/vms/{name}")).await?;
@@ -187,6 +233,8 @@ async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRe
         memory_mib: spec.memory,
         disk_size_bytes: spec.disk_size,
         no_start,
+        vmm: spec.vmm.clone(),
+        nat: spec.nat,
     };
     client
         .stream(Method::POST, "/vms", Some(&request), progress)
@@ -198,9 +246,16 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         error,
         exit_code: EXIT_BANGER_FAILED,
     };
+    if let Some(path) = &args.path {
+        // A bad PATH fails before a VM boots for it.
+        super::workspace::check_repository(path).map_err(fail)?;
+    }
     let client = Client::connect().await.map_err(fail)?;
     let vm = create(&client, &args.spec, false).await.map_err(fail)?;
-    let outcome = if args.command.is_empty() {
+    let outcome = if let Some(path) = &args.path {
+        let result = super::workspace::run_in_new_vm(&client, &vm.name, path, args.command).await;
+        result.map_err(|failure| failure.error)
+    } else if args.command.is_empty() {
         eprintln!(
             "VM {} is running; run commands with `banger vm exec {} -- CMD`",
             vm.name, vm.name
@@ -231,18 +286,6 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
     outcome.map_err(fail)
 }
 
-async fn exec(name: &str, command: Vec<String>) -> Result<u8, Failure> {
-    let fail = |error: CliError| Failure {
-        error,
-        exit_code: EXIT_BANGER_FAILED,
-    };
-    let client = Client::connect().await.map_err(fail)?;
-    let status = crate::exec::run(&client, name, command)
-        .await
-        .map_err(fail)?;
-    Ok(exit_code(&status))
-}
-
 /// The guest command's exit code, or 128 + signal like a shell.
 fn exit_code(status: &banger_agent_proto::ExitStatus) -> u8 {
     (status.shell_code() & 0xff) as u8
@@ -251,6 +294,7 @@ fn exit_code(status: &banger_agent_proto::ExitStatus) -> u8 {
 pub async fn list(args: ListArgs) -> Result<u8, CliError> {
     let client = Client::connect().await?;
     let vms: Vec<VmRecord> = client.get("/vms").await?;
+    let addresses = super::ssh::addresses(&client).await;
     if args.json {
         println!(
             "{}",
@@ -265,17 +309,33 @@ pub async fn list(args: ListArgs) -> Result<u8, CliError> {
                 vm.id.clone(),
                 vm.name.clone(),
                 vm.state.to_string(),
+                addresses
+                    .get(&vm.id)
+                    .cloned()
+                    .unwrap_or_else(|| "-".to_owned()),
                 vm.image.clone(),
                 vm.spec.vcpus.to_string(),
                 format!("{}M", vm.spec.memory_mib),
                 format_size(vm.spec.disk_size_bytes),
+                crate::workspace::column(vm),
+                vm.backend.clone(),
                 vm.created_at.clone(),
             ]
         })
         .collect();
     print_table(
         &[
-            "ID", "NAME", "STATE", "IMAGE", "VCPU", "MEM", "DISK", "CREATED",
+            "ID",
+            "NAME",
+            "STATE",
+            "IP",
+            "IMAGE",
+            "VCPU",
+            "MEM",
+            "DISK",
+            "WORKSPACE",
+            "VMM",
+            "CREATED",
         ],
         &rows,
     );

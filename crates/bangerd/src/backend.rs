@@ -1,0 +1,163 @@
+//! Choosing the VMM backend of a new VM.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use banger_model::KernelRecord;
+use banger_vmm::{BackendKind, Vmm};
+
+use crate::config::{Config, VmmSetting};
+use crate::daemon::Daemon;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Events;
+
+/// Set once the reason for falling back to QEMU has been shown, so `auto`
+/// explains itself once per daemon rather than on every VM.
+static FALLBACK_EXPLAINED: AtomicBool = AtomicBool::new(false);
+
+pub fn parse_backend(text: &str) -> Option<BackendKind> {
+    match text {
+        "qemu" => Some(BackendKind::Qemu),
+        "firecracker" => Some(BackendKind::Firecracker),
+        _ => None,
+    }
+}
+
+/// What the daemon found out about Firecracker at startup.
+#[derive(Debug, Clone)]
+pub enum FirecrackerStatus {
+    Usable { binary: PathBuf, version: String },
+    Unusable { reason: String, hint: String },
+}
+
+pub struct Backends {
+    pub map: HashMap<BackendKind, Arc<dyn Vmm>>,
+    pub firecracker: FirecrackerStatus,
+}
+
+/// The backends this host can use: QEMU always (its binary is checked when a
+/// VM starts), Firecracker when its binary is found and at least version 1.5.
+pub async fn backends(config: &Config) -> Backends {
+    let mut map: HashMap<BackendKind, Arc<dyn Vmm>> = HashMap::new();
+    let qemu = config
+        .qemu_bin
+        .clone()
+        .unwrap_or_else(|| "qemu-system-x86_64".into());
+    map.insert(BackendKind::Qemu, Arc::new(banger_vmm::QemuVmm::new(qemu)));
+
+    let requested = config
+        .firecracker_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("firecracker"));
+    let hint =
+        "install Firecracker 1.5 or newer from its releases, or set firecracker_bin in config.toml";
+    let firecracker = match banger_vmm::firecracker::resolve_binary(&requested) {
+        Err(e) => FirecrackerStatus::Unusable {
+            reason: banger_vmm::error_chain(&e),
+            hint: hint.into(),
+        },
+        Ok(binary) => match banger_vmm::firecracker::check_version(&binary).await {
+            Ok(version) => {
+                map.insert(
+                    BackendKind::Firecracker,
+                    Arc::new(banger_vmm::FirecrackerVmm::new(binary.clone())),
+                );
+                FirecrackerStatus::Usable {
+                    binary,
+                    version: banger_vmm::firecracker::format_version(version),
+                }
+            }
+            Err(e) => FirecrackerStatus::Unusable {
+                reason: banger_vmm::error_chain(&e),
+                hint: hint.into(),
+            },
+        },
+    };
+    if let FirecrackerStatus::Unusable { reason, .. } = &firecracker {
+        tracing::info!(%reason, "Firecracker backend unavailable");
+    }
+    Backends { map, firecracker }
+}
+
+impl Daemon {
+    pub async fn firecracker_check(&self) -> banger_api::DoctorCheck {
+        match &self.firecracker {
+            FirecrackerStatus::Usable { binary, version } => banger_api::DoctorCheck::ok(
+                "Firecracker",
+                format!("{} (v{version})", binary.display()),
+            ),
+            FirecrackerStatus::Unusable { reason, hint } => banger_api::DoctorCheck::warn(
+                "Firecracker",
+                format!("{reason}; VMs run on QEMU"),
+                Some(hint.clone()),
+            ),
+        }
+    }
+
+    /// Ok when new VMs can run on Firecracker: its backend is usable and the
+    /// boot probe shows that this host's KVM boots the kernel.
+    pub async fn firecracker_boots(&self, kernel: &KernelRecord) -> Result<(), String> {
+        let FirecrackerStatus::Usable { binary, .. } = &self.firecracker else {
+            let FirecrackerStatus::Unusable { reason, .. } = &self.firecracker else {
+                unreachable!()
+            };
+            return Err(reason.clone());
+        };
+        let (files, initrd) = self.boot_files(kernel).await.map_err(|e| e.to_string())?;
+        let probe_dir = self.paths.cache_dir.join("probes");
+        let _ = std::fs::create_dir_all(&probe_dir);
+        let _guard = self.artifact_lock("firecracker-probe").await;
+        let options = banger_vmm::firecracker::FirecrackerProbeOptions::new(
+            binary,
+            &files.vmlinux,
+            &initrd,
+            &probe_dir,
+        );
+        let result = banger_vmm::firecracker::probe_firecracker(&options).await;
+        if result.kvm_boots {
+            Ok(())
+        } else {
+            Err(format!(
+                "the Firecracker boot probe failed: {}",
+                result.detail
+            ))
+        }
+    }
+
+    /// Picks the backend for a new VM from the request, else the config.
+    pub async fn choose_backend(
+        &self,
+        requested: Option<&str>,
+        kernel: &KernelRecord,
+        events: &Events,
+    ) -> ApiResult<BackendKind> {
+        let setting = match requested {
+            Some(text) => VmmSetting::parse(text).ok_or_else(|| {
+                ApiError::invalid(format!("invalid VMM backend {text:?}"))
+                    .hint("use auto, firecracker or qemu")
+            })?,
+            None => self.config.vmm,
+        };
+        match setting {
+            VmmSetting::Qemu => Ok(BackendKind::Qemu),
+            VmmSetting::Firecracker => {
+                self.backend(BackendKind::Firecracker)?;
+                Ok(BackendKind::Firecracker)
+            }
+            VmmSetting::Auto => match self.firecracker_boots(kernel).await {
+                Ok(()) => Ok(BackendKind::Firecracker),
+                Err(reason) => {
+                    tracing::debug!(%reason, "auto backend: using QEMU");
+                    if !FALLBACK_EXPLAINED.swap(true, Ordering::SeqCst) {
+                        events
+                            .progress(format!("using QEMU instead of Firecracker: {reason}"))
+                            .await;
+                    }
+                    Ok(BackendKind::Qemu)
+                }
+            },
+        }
+    }
+}
