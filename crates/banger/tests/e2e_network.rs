@@ -181,7 +181,12 @@ fn guests_get_addresses_ssh_dns_and_nat() {
     // stopped) while they still exist.
     let env = UserEnv::shared();
     let helper = env.root.path().join("no-helper.sock");
-    env.write_config(&format!("helper_socket = \"{}\"\n", helper.display()));
+    // The guests' resolver is the upstream stand-in, so nothing in a guest
+    // ever looks for a resolver outside the test's namespaces.
+    env.write_config(&format!(
+        "helper_socket = \"{}\"\n[network]\nguest_dns = \"198.51.100.2\"\n",
+        helper.display()
+    ));
 
     // Two VMs created at the same time.
     let spawn = |args: Vec<&'static str>| {
@@ -253,6 +258,12 @@ fn guests_get_addresses_ssh_dns_and_nat() {
     // SSH with the pinned host key.
     let hostname = banger_ok(&env, &main, &["vm", "ssh", "dev", "--", "hostname"]);
     assert_eq!(hostname.trim(), "dev");
+    let resolv = banger_ok(
+        &env,
+        &main,
+        &["vm", "exec", "dev", "--", "cat", "/etc/resolv.conf"],
+    );
+    assert!(resolv.contains("nameserver 198.51.100.2"), "{resolv}");
 
     // DNS, asked inside the namespace.
     let query = dns_query("dev.vm");

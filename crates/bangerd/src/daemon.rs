@@ -56,9 +56,18 @@ impl Daemon {
 
     /// The backend of `kind`, or why it cannot be used.
     pub fn backend(&self, kind: BackendKind) -> ApiResult<Arc<dyn Vmm>> {
-        self.backends.get(&kind).cloned().ok_or_else(|| {
-            ApiError::unavailable(format!("the {kind} backend is not available on this host"))
-                .hint("run `banger doctor` to see why")
+        if let Some(vmm) = self.backends.get(&kind) {
+            return Ok(vmm.clone());
+        }
+        let error =
+            ApiError::unavailable(format!("the {kind} backend is not available on this host"));
+        Err(match &self.firecracker {
+            crate::backend::FirecrackerStatus::Unusable { reason, hint }
+                if kind == BackendKind::Firecracker =>
+            {
+                error.cause(reason.clone()).hint(hint.clone())
+            }
+            _ => error.hint("run `banger doctor` to see why"),
         })
     }
 

@@ -23,18 +23,23 @@ pub struct GuestNet {
     pub tap: String,
     /// `02:42:` and the address bytes, as QEMU's `mac=` takes it.
     pub mac: String,
+    /// Resolver for the guest's `/etc/resolv.conf`.
+    pub dns: Option<Ipv4Addr>,
 }
 
 impl GuestNet {
     /// Kernel command line arguments the guest agent reads at serve start.
-    /// `banger.dns` is left out: the daemon's DNS server listens on the
-    /// host's loopback and answers only `NAME.vm`, so pointing the guest's
-    /// resolver at the gateway would break every other name.
+    /// The resolver is the host's upstream one, not the daemon's DNS server:
+    /// that one listens on the host's loopback and answers only `NAME.vm`.
     pub fn cmdline_args(&self) -> String {
-        format!(
+        let mut args = format!(
             "banger.ip={}/{} banger.gw={}",
             self.ip, self.prefix_len, self.gateway
-        )
+        );
+        if let Some(dns) = self.dns {
+            args.push_str(&format!(" banger.dns={dns}"));
+        }
+        args
     }
 
     /// The NIC handed to the VMM.
@@ -133,6 +138,7 @@ impl Daemon {
             gateway: pool.gateway(),
             tap: lease.tap,
             mac: format_mac(mac_for_ip(lease.ip)),
+            dns: self.config.network.guest_resolver(),
         }))
     }
 

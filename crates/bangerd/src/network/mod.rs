@@ -38,6 +38,30 @@ pub struct NetworkConfig {
     /// Interface NAT masquerades out of, when the daemon runs the network
     /// operations itself; the default route's interface when unset.
     pub uplink: Option<String>,
+    /// Resolver written into guests' `/etc/resolv.conf`; the host's first
+    /// nameserver outside 127.0.0.0/8 when unset (a loopback resolver on the
+    /// host is not reachable from a guest), none when there is no such one.
+    pub guest_dns: Option<std::net::Ipv4Addr>,
+}
+
+impl NetworkConfig {
+    /// The resolver guests get, if any.
+    pub fn guest_resolver(&self) -> Option<std::net::Ipv4Addr> {
+        self.guest_dns.or_else(|| {
+            let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+            first_remote_nameserver(&text)
+        })
+    }
+}
+
+/// The first `nameserver` line of a resolv.conf whose IPv4 address is not
+/// loopback.
+pub fn first_remote_nameserver(resolv_conf: &str) -> Option<std::net::Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<std::net::Ipv4Addr>().ok())
+        .find(|addr| !addr.is_loopback())
 }
 
 impl Default for NetworkConfig {
@@ -48,6 +72,7 @@ impl Default for NetworkConfig {
             pool: Pool::default(),
             dns_addr: DEFAULT_DNS_ADDR,
             uplink: None,
+            guest_dns: None,
         }
     }
 }
@@ -146,6 +171,17 @@ pub fn choose_mode(config: &NetworkConfig, helper_socket: Option<&Path>, euid: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_resolver_skips_loopback() {
+        let conf = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.53\n";
+        assert_eq!(
+            first_remote_nameserver(conf),
+            Some("192.0.2.53".parse().unwrap())
+        );
+        assert_eq!(first_remote_nameserver("nameserver 127.0.0.1\n"), None);
+        assert_eq!(first_remote_nameserver(""), None);
+    }
 
     fn reason(mode: Mode) -> String {
         match mode {

@@ -81,5 +81,39 @@ pub async fn startup(daemon: &Arc<Daemon>) {
     });
     daemon.net.records.replace_all(entries);
     crate::dns::start(daemon).await;
+    route_vm_domain(daemon).await;
     daemon.refresh_ssh_files().await;
 }
+
+/// On hosts with systemd-resolved, sends queries for `*.vm` to the daemon's
+/// DNS server through per-link settings on the bridge. resolved forgets link
+/// settings when it restarts, so this runs at every daemon start.
+///
+/// NOTE: never run on the development machines, which have no
+/// systemd-resolved; the helper's commands for it are tested with a fake
+/// `resolvectl` only.
+async fn route_vm_domain(daemon: &Arc<Daemon>) {
+    if !std::path::Path::new(RESOLVED_SOCKET).exists() {
+        return;
+    }
+    let Ok(backend) = daemon.net.backend() else {
+        return;
+    };
+    let op = new_operation_id();
+    let port = daemon.config.network.dns_addr.port();
+    let routed = match backend.ensure_bridge(&op).await {
+        Ok(_) => backend.route_dns(&op, port).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match routed {
+        Ok(()) => tracing::info!(op_id = %op, port, "routed the vm domain to banger's DNS server"),
+        Err(error) => tracing::warn!(
+            op_id = %op,
+            error = %banger_net::error_chain(&error),
+            "failed to route the vm domain through systemd-resolved"
+        ),
+    }
+}
+
+/// Varlink socket that exists while systemd-resolved runs.
+const RESOLVED_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
