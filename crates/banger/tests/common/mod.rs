@@ -46,12 +46,14 @@ impl UserEnv {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let bin_dir = PathBuf::from(std::env::var_os("BANGER_BIN_DIR").expect("BANGER_BIN_DIR"));
-        Self {
+        let env = Self {
             root,
             cache_home,
             bin_dir,
             path_var: std::env::var("PATH").unwrap_or_default(),
-        }
+        };
+        env.write_config("");
+        env
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -62,9 +64,17 @@ impl UserEnv {
         self.root.path().join("run/banger")
     }
 
+    /// Writes config.toml. Unless `text` has a `[network]` section, guest
+    /// networking is turned off: run as root, the daemon would otherwise put
+    /// a bridge and taps on the host, and tests may only touch networking
+    /// inside namespaces they create.
     pub fn write_config(&self, text: &str) {
         let dir = self.root.path().join("config/banger");
         std::fs::create_dir_all(&dir).unwrap();
+        let mut text = text.to_string();
+        if !text.contains("[network]") {
+            text.push_str("\n[network]\nenabled = false\n");
+        }
         std::fs::write(dir.join("config.toml"), text).unwrap();
     }
 
