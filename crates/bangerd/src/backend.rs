@@ -17,6 +17,13 @@ use crate::events::Events;
 /// explains itself once per daemon rather than on every VM.
 static FALLBACK_EXPLAINED: AtomicBool = AtomicBool::new(false);
 
+/// The first clause of a long reason, for a one-line progress message; the
+/// whole text goes to the log and to `banger doctor`.
+fn short_reason(reason: &str) -> &str {
+    let end = reason.find(": ").unwrap_or(reason.len());
+    &reason[..end]
+}
+
 pub fn parse_backend(text: &str) -> Option<BackendKind> {
     match text {
         "qemu" => Some(BackendKind::Qemu),
@@ -82,6 +89,32 @@ pub async fn backends(config: &Config) -> Backends {
 }
 
 impl Daemon {
+    /// The Firecracker boot probe on the default kernel, for `doctor`.
+    pub async fn firecracker_probe_check(&self) -> banger_api::DoctorCheck {
+        let name = "Firecracker boot probe";
+        if let FirecrackerStatus::Unusable { .. } = &self.firecracker {
+            return banger_api::DoctorCheck::warn(name, "not run: Firecracker is unusable", None);
+        }
+        let Ok(Some(kernel)) = self.store().get_kernel(&self.config.default_kernel) else {
+            return banger_api::DoctorCheck::warn(
+                name,
+                "not run: the default kernel is not imported yet",
+                Some(format!(
+                    "run `banger kernel pull {}`",
+                    self.config.default_kernel
+                )),
+            );
+        };
+        match self.firecracker_boots(&kernel).await {
+            Ok(()) => banger_api::DoctorCheck::ok(name, "Firecracker boots the default kernel"),
+            Err(reason) => banger_api::DoctorCheck::warn(
+                name,
+                format!("{reason}; VMs run on QEMU"),
+                Some("run on a host with hardware virtualization to use Firecracker".into()),
+            ),
+        }
+    }
+
     pub async fn firecracker_check(&self) -> banger_api::DoctorCheck {
         match &self.firecracker {
             FirecrackerStatus::Usable { binary, version } => banger_api::DoctorCheck::ok(
@@ -149,10 +182,13 @@ impl Daemon {
             VmmSetting::Auto => match self.firecracker_boots(kernel).await {
                 Ok(()) => Ok(BackendKind::Firecracker),
                 Err(reason) => {
-                    tracing::debug!(%reason, "auto backend: using QEMU");
+                    tracing::info!(%reason, "auto backend: using QEMU");
                     if !FALLBACK_EXPLAINED.swap(true, Ordering::SeqCst) {
                         events
-                            .progress(format!("using QEMU instead of Firecracker: {reason}"))
+                            .progress(format!(
+                                "using QEMU instead of Firecracker: {}; see `banger doctor`",
+                                short_reason(&reason)
+                            ))
                             .await;
                     }
                     Ok(BackendKind::Qemu)

@@ -16,7 +16,9 @@ const MIN_FREE_BYTES: u64 = 10 << 30;
 pub async fn doctor(State(daemon): State<Arc<Daemon>>) -> Json<Vec<DoctorCheck>> {
     let mut checks = vec![kvm_access(), daemon.qemu_check().await];
     checks.push(daemon.firecracker_check().await);
+    checks.push(daemon.firecracker_probe_check().await);
     checks.push(daemon.probe_check().await);
+    checks.push(daemon.network_check());
     for (label, dir) in [
         ("disk space (state)", &daemon.paths.state_dir),
         ("disk space (cache)", &daemon.paths.cache_dir),
@@ -104,6 +106,34 @@ fn program_check(program: &str, package: &str) -> DoctorCheck {
 }
 
 impl Daemon {
+    /// How VMs get their network, for `doctor`.
+    fn network_check(&self) -> DoctorCheck {
+        let name = "guest network";
+        if !self.config.network.enabled {
+            return DoctorCheck::ok(
+                name,
+                "off ([network] enabled = false): VMs boot without a network device",
+            );
+        }
+        match self.net.backend() {
+            Ok(_) => DoctorCheck::ok(
+                name,
+                format!(
+                    "VMs get a tap on bridge {} in {}",
+                    self.config.network.bridge, self.config.network.pool
+                ),
+            ),
+            Err(e) => DoctorCheck::warn(
+                name,
+                format!("VMs boot without a network device: {e}"),
+                Some(
+                    "install the root helper with `sudo banger system install --owner $USER`"
+                        .into(),
+                ),
+            ),
+        }
+    }
+
     async fn qemu_check(&self) -> DoctorCheck {
         let binary = self.qemu_binary();
         let output = tokio::process::Command::new(&binary)

@@ -516,9 +516,17 @@ impl Daemon {
                 if result.kvm_boots {
                     banger_vmm::Accel::Kvm
                 } else {
-                    events
-                        .progress(format!("using software emulation (TCG): {}", result.detail))
-                        .await;
+                    tracing::info!(detail = %result.detail, "KVM boot probe failed; using TCG");
+                    // Said once per daemon; `banger doctor` shows the details.
+                    static EXPLAINED: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if !EXPLAINED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        events
+                            .progress(
+                                "KVM cannot boot guests on this host, so they run under software emulation (TCG); see `banger doctor`",
+                            )
+                            .await;
+                    }
                     banger_vmm::Accel::Tcg
                 }
             }

@@ -205,6 +205,7 @@ where
     let mut failed = 0;
     for (name, task) in names.iter().zip(tasks) {
         match task.await.expect("task not cancelled") {
+            Ok(vm) if verb == "delete" => eprintln!("{}: deleted", vm.name),
             Ok(vm) => eprintln!("{}: {}", vm.name, vm.state),
             Err(error) => {
                 crate::render::print_error(&error);
