@@ -10,7 +10,7 @@ pub const HEADER_LEN: usize = 24;
 /// frames.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
-/// What a frame carries. Payloads of control kinds are JSON; `Stdin`,
+/// Frame type. Payloads of control kinds are JSON; `Stdin`,
 /// `Stdout` and `Stderr` carry raw bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -19,7 +19,7 @@ pub enum FrameKind {
     Hello = 1,
     /// Agent to host: accepts a session (JSON `HelloAck`).
     HelloAck = 2,
-    /// Either direction: liveness check; the peer answers `Pong` with the same payload.
+    /// Either direction: liveness check; the peer replies `Pong` with the same payload.
     Ping = 3,
     Pong = 4,
     /// Host to agent: starts a command on a new stream (JSON `ExecRequest`).
@@ -88,7 +88,7 @@ impl Frame {
         }
     }
 
-    /// A frame without payload.
+    /// Creates a frame without payload.
     pub fn empty(kind: FrameKind, stream: u32) -> Self {
         Self::new(kind, stream, Vec::new())
     }

@@ -50,7 +50,7 @@ pub struct TtySize {
     pub cols: u16,
 }
 
-/// How a command ended. Exactly one of `code` and `signal` is set.
+/// Outcome of a command. Exactly one of `code` and `signal` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// The exit code a shell would report: the code, or 128 + signal.
+    /// Returns the exit code a shell would report: the code, or 128 + signal.
     pub fn shell_code(&self) -> i32 {
         match (self.code, self.signal) {
             (Some(code), _) => code,

@@ -48,7 +48,7 @@ pub const PREFIX: &str = "/v1";
 /// `Upgrade` protocol name of the exec route.
 pub const EXEC_UPGRADE: &str = "banger-exec";
 
-/// Header that carries the operation id on every answer.
+/// Header that carries the operation id on every response.
 pub const OPERATION_HEADER: &str = "x-banger-operation";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ pub struct DoctorCheck {
     pub name: String,
     pub status: DoctorStatus,
     pub detail: String,
-    /// What to do when the status is not `ok`.
+    /// Fix to apply when the status is not `ok`.
     pub fix: Option<String>,
 }
 
@@ -162,13 +162,13 @@ impl DoctorCheck {
 pub enum Event {
     /// A step has begun or advanced; for humans.
     Progress { message: String },
-    /// The operation finished; `result` is the route's answer type.
+    /// The operation finished; `result` is the route's response type.
     Done { result: serde_json::Value },
     /// The operation failed.
     Error { error: ErrorBody },
 }
 
-/// What kind of failure an error is, for exit codes and HTTP statuses.
+/// Failure category, for exit codes and HTTP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -205,7 +205,7 @@ pub struct ErrorBody {
     /// The chain of causes, outermost first, without the top-level message.
     #[serde(default)]
     pub causes: Vec<String>,
-    /// What the user can do about it.
+    /// Fix the user can apply.
     #[serde(default)]
     pub hint: Option<String>,
     /// The daemon's operation id, also in its log.

@@ -155,11 +155,11 @@ fn run_true(socket: &Path, qemu: &mut Child) -> anyhow::Result<ExitStatus> {
     let deadline = Instant::now() + BOOT_DEADLINE;
     let mut stream = loop {
         if let Some(status) = qemu.try_wait()? {
-            bail!("QEMU exited before the agent answered ({status})");
+            bail!("QEMU exited before the agent replied ({status})");
         }
         if Instant::now() > deadline {
             bail!(
-                "the agent did not answer within {} s",
+                "the agent did not reply within {} s",
                 BOOT_DEADLINE.as_secs()
             );
         }
@@ -181,11 +181,11 @@ fn run_true(socket: &Path, qemu: &mut Child) -> anyhow::Result<ExitStatus> {
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 4096];
     let mut next_hello = Instant::now();
-    // Handshake: resend Hello once a second until the agent answers.
+    // Handshake: resend Hello once a second until the agent replies.
     'handshake: loop {
         if Instant::now() > deadline {
             bail!(
-                "the agent did not answer within {} s",
+                "the agent did not reply within {} s",
                 BOOT_DEADLINE.as_secs()
             );
         }
@@ -261,7 +261,7 @@ fn first_sha(list: &serde_json::Value, name: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{name} is not in banger's catalog; run banger vm run once"))
 }
 
-/// The host TSC rate in kHz, measured the way banger's QEMU backend does
+/// Measures the host TSC rate in kHz the way banger's QEMU backend does
 /// it, so both sides boot with the same `tsc_early_khz`.
 fn host_tsc_khz() -> Option<u64> {
     tokio::runtime::Builder::new_current_thread()

@@ -83,7 +83,7 @@ pub struct VmRecord {
     /// RFC 3339 timestamps in UTC.
     pub created_at: String,
     pub updated_at: String,
-    /// Why the VM is in the `error` state.
+    /// Cause of the `error` state.
     pub last_error: Option<String>,
     /// Backend-specific process record (pid, sockets) while the VM runs.
     pub runtime: Option<serde_json::Value>,
@@ -99,7 +99,7 @@ pub struct KernelRecord {
     /// sha256 of the package or file it was imported from: its cache address.
     pub sha256: String,
     pub release: String,
-    /// Where it came from: a package name or a file path.
+    /// Origin: a package name or a file path.
     pub source: String,
     pub created_at: String,
 }
@@ -111,7 +111,7 @@ pub struct ImageRecord {
     /// sha256 of the ext4 file: its cache address.
     pub sha256: String,
     pub size_bytes: u64,
-    /// Where it came from, e.g. `mmdebstrap bookworm`.
+    /// Origin, e.g. `mmdebstrap bookworm`.
     pub source: String,
     pub created_at: String,
 }

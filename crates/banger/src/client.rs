@@ -37,7 +37,7 @@ impl Client {
         Ok(client)
     }
 
-    /// A client that never starts the daemon.
+    /// Creates a client that never starts the daemon.
     pub fn existing() -> Self {
         Self {
             paths: Paths::from_env(),
@@ -182,7 +182,7 @@ impl Client {
         Err(error_from(response).await)
     }
 
-    /// Sends a request whose answer is an event stream; progress lines go to
+    /// Sends a request whose response is an event stream; progress lines go to
     /// stderr, and the final result is returned.
     pub async fn stream<T: DeserializeOwned>(
         &self,
@@ -264,13 +264,13 @@ async fn read_json<T: DeserializeOwned>(response: Response<Incoming>) -> Result<
         .into_body()
         .collect()
         .await
-        .map_err(|e| CliError::local("failed to read the daemon's answer").cause(e.to_string()))?
+        .map_err(|e| CliError::local("failed to read the daemon's response").cause(e.to_string()))?
         .to_bytes();
     serde_json::from_slice(&bytes)
-        .map_err(|e| CliError::local("the daemon sent an invalid answer").cause(e.to_string()))
+        .map_err(|e| CliError::local("the daemon sent an invalid response").cause(e.to_string()))
 }
 
-/// Turns an error answer into a CLI error, keeping the daemon's body.
+/// Turns an error response into a CLI error, keeping the daemon's body.
 pub async fn error_from(response: Response<Incoming>) -> CliError {
     let status = response.status();
     let bytes = response
@@ -282,7 +282,7 @@ pub async fn error_from(response: Response<Incoming>) -> CliError {
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => CliError::Remote(body),
         Err(_) => CliError::local(format!(
-            "the daemon answered {status}: {}",
+            "the daemon responded with {status}: {}",
             String::from_utf8_lossy(&bytes).trim()
         )),
     }

@@ -673,7 +673,7 @@ fn assert_nothing_left(env: &UserEnv, head: &str) {
         "ls",
         "-A",
     ]);
-    // `.ssh` holds the authorized key that banger writes at create.
+    // `.ssh` contains the authorized key that banger writes at create.
     let entries: Vec<_> = lines(&listing.stdout)
         .into_iter()
         .filter(|entry| *entry != ".ssh")

@@ -184,7 +184,7 @@ impl AgentConn {
 
 async fn dispatch(frame: Frame, streams: &Streams, control: &mpsc::Sender<Frame>) {
     if frame.stream == 0 {
-        // Connection-level answers; nobody may be waiting for them.
+        // Connection-level replies. A caller may not be waiting for them, so a full channel drops them.
         let _ = control.try_send(frame);
         return;
     }

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::Events;
 use crate::now_rfc3339;
 
-/// A kernel that `kernel pull` knows how to fetch.
+/// A kernel that `kernel pull` can fetch.
 pub struct CatalogKernel {
     pub name: &'static str,
     /// Debian package fetched with `apt-get download`.

@@ -17,7 +17,7 @@ use crate::events::Events;
 /// explains itself once per daemon rather than on every VM.
 static FALLBACK_EXPLAINED: AtomicBool = AtomicBool::new(false);
 
-/// The first clause of a long reason, for a one-line progress message; the
+/// Returns the first clause of a long reason, for a one-line progress message; the
 /// whole text goes to the log and to `banger doctor`.
 fn short_reason(reason: &str) -> &str {
     let end = reason.find(": ").unwrap_or(reason.len());
@@ -32,7 +32,7 @@ pub fn parse_backend(text: &str) -> Option<BackendKind> {
     }
 }
 
-/// What the daemon found out about Firecracker at startup.
+/// Firecracker's state as the daemon found it at startup.
 #[derive(Debug, Clone)]
 pub enum FirecrackerStatus {
     Usable { binary: PathBuf, version: String },
@@ -89,7 +89,7 @@ pub async fn backends(config: &Config) -> Backends {
 }
 
 impl Daemon {
-    /// The Firecracker boot probe on the default kernel, for `doctor`.
+    /// Runs the Firecracker boot probe on the default kernel, for `doctor`.
     pub async fn firecracker_probe_check(&self) -> banger_api::DoctorCheck {
         let name = "Firecracker boot probe";
         if let FirecrackerStatus::Unusable { .. } = &self.firecracker {

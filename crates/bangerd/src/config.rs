@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-/// How QEMU runs guest code.
+/// Accelerator QEMU runs guest code with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccelSetting {
@@ -16,7 +16,7 @@ pub enum AccelSetting {
     Tcg,
 }
 
-/// Which VMM runs new VMs.
+/// VMM backend of new VMs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmmSetting {
@@ -61,7 +61,7 @@ pub struct Config {
     pub accel: AccelSetting,
     /// The static guest agent; found next to `bangerd` when unset.
     pub agent_bin: Option<PathBuf>,
-    /// Seconds to wait for a booting guest's agent to answer.
+    /// Seconds to wait for a booting guest's agent to reply.
     pub boot_timeout_secs: u64,
     /// Seconds a guest gets to power off by itself before the VMM is stopped.
     pub stop_timeout_secs: u64,

@@ -54,7 +54,7 @@ impl Daemon {
         }
     }
 
-    /// The backend of `kind`, or why it cannot be used.
+    /// Returns the backend of `kind`, or why it cannot be used.
     pub fn backend(&self, kind: BackendKind) -> ApiResult<Arc<dyn Vmm>> {
         if let Some(vmm) = self.backends.get(&kind) {
             return Ok(vmm.clone());
@@ -71,12 +71,12 @@ impl Daemon {
         })
     }
 
-    /// The backend that runs `process`.
+    /// Returns the backend that runs `process`.
     pub fn backend_of(&self, process: &VmProcess) -> ApiResult<Arc<dyn Vmm>> {
         self.backend(process.backend)
     }
 
-    /// The database. Hold the guard only for a few queries, never across an await.
+    /// Locks the database. Hold the guard only for a few queries, never across an await.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().expect("store lock poisoned")
     }
@@ -116,7 +116,7 @@ impl Daemon {
         self.agents.lock().await.remove(vm_id);
     }
 
-    /// The static guest agent binary put into initramfs files and VM disks.
+    /// Finds and checks the static guest agent binary put into initramfs files and VM disks.
     pub fn agent_binary(&self) -> ApiResult<PathBuf> {
         let candidate = self
             .config

@@ -67,7 +67,7 @@ fn kvm_access() -> DoctorCheck {
 }
 
 fn free_space(label: &str, dir: &Path) -> DoctorCheck {
-    // The directory may not exist yet; its nearest existing parent holds the space.
+    // The directory may not exist yet; the space is measured on its nearest existing parent.
     let existing = dir
         .ancestors()
         .find(|p| p.exists())
@@ -106,7 +106,7 @@ fn program_check(program: &str, package: &str) -> DoctorCheck {
 }
 
 impl Daemon {
-    /// How VMs get their network, for `doctor`.
+    /// Reports how VMs get their network, for `doctor`.
     fn network_check(&self) -> DoctorCheck {
         let name = "guest network";
         if !self.config.network.enabled {

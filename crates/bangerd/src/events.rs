@@ -1,4 +1,4 @@
-//! Event streams: long operations answer with one JSON event per line.
+//! Event streams: long operations respond with one JSON event per line.
 
 use std::future::Future;
 
@@ -35,7 +35,7 @@ impl Events {
         let _ = self.tx.send(Event::Progress { message }).await;
     }
 
-    /// The same, from a blocking thread.
+    /// Sends a progress line from a blocking thread.
     pub fn progress_blocking(&self, message: &str) {
         tracing::info!(%message, "progress");
         let _ = self.tx.blocking_send(Event::Progress {

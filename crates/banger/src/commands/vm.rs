@@ -287,7 +287,7 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
     outcome.map_err(fail)
 }
 
-/// The guest command's exit code, or 128 + signal like a shell.
+/// Returns the guest command's exit code, or 128 + signal like a shell.
 fn exit_code(status: &banger_agent_proto::ExitStatus) -> u8 {
     (status.shell_code() & 0xff) as u8
 }

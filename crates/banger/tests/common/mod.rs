@@ -24,7 +24,7 @@ pub fn skip_reason() -> Option<String> {
 }
 
 impl UserEnv {
-    /// A fresh user with the shared cache.
+    /// Creates a fresh user with the shared cache.
     pub fn shared() -> Self {
         let cache = std::env::var_os("BANGER_TEST_CACHE")
             .map(PathBuf::from)
