@@ -28,6 +28,9 @@ use crate::vmm::VmmError;
 /// Interval between checks for the API socket.
 const STARTUP_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How long a failed API connection waits for a dying Firecracker to exit.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// Deadline for one probing request while the API socket comes up.
 const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -186,20 +189,21 @@ async fn configure_and_start(
 ) -> Result<(), VmmError> {
     wait_for_api(vmm, spec, paths, started).await?;
     let api = ApiClient::new(&paths.api_socket, vmm.step_timeout);
-    let step = |action: String, result: Result<(), ApiError>| {
-        result.map_err(|source| {
-            if started.is_running() {
-                VmmError::Configure {
-                    vm_id: spec.vm_id.clone(),
-                    action,
-                    log: paths.log.clone(),
-                    source: Box::new(source),
-                }
-            } else {
-                tracing::warn!(vm = %spec.vm_id, error = %error_chain(&source), "Firecracker exited during configuration");
-                exited_during_startup(spec, paths)
-            }
-        })
+    let step = |action: String, result: Result<(), ApiError>| async move {
+        let Err(source) = result else {
+            return Ok(());
+        };
+        if vmm_survived(&source, started).await {
+            Err(VmmError::Configure {
+                vm_id: spec.vm_id.clone(),
+                action,
+                log: paths.log.clone(),
+                source: Box::new(source),
+            })
+        } else {
+            tracing::warn!(vm = %spec.vm_id, error = %error_chain(&source), "Firecracker exited during configuration");
+            Err(exited_during_startup(spec, paths))
+        }
     };
 
     let logger = Logger {
@@ -209,14 +213,16 @@ async fn configure_and_start(
     step(
         "configure its log".to_owned(),
         api.put_logger(&logger).await,
-    )?;
+    )
+    .await?;
     let metrics = Metrics {
         metrics_path: paths.metrics.clone(),
     };
     step(
         "configure its metrics".to_owned(),
         api.put_metrics(&metrics).await,
-    )?;
+    )
+    .await?;
     let machine = MachineConfig {
         vcpu_count: spec.vcpus,
         mem_size_mib: spec.memory_mib,
@@ -227,7 +233,8 @@ async fn configure_and_start(
             spec.vcpus, spec.memory_mib
         ),
         api.put_machine_config(&machine).await,
-    )?;
+    )
+    .await?;
     let boot_source = BootSource {
         kernel_image_path: spec.kernel.clone(),
         initrd_path: spec.initrd.clone(),
@@ -236,7 +243,8 @@ async fn configure_and_start(
     step(
         format!("set the boot source (kernel {})", spec.kernel.display()),
         api.put_boot_source(&boot_source).await,
-    )?;
+    )
+    .await?;
 
     // Without a root device, Firecracker attaches the drives in the order
     // they are put, so the guest's block devices follow `spec.disks`.
@@ -249,7 +257,7 @@ async fn configure_and_start(
             cache_type: CacheType::Writeback,
         };
         let action = format!("attach drive {} ({})", drive.drive_id, disk.path.display());
-        step(action, api.put_drive(&drive).await)?;
+        step(action, api.put_drive(&drive).await).await?;
     }
     for (index, nic) in spec.nics.iter().enumerate() {
         let interface = NetworkInterface {
@@ -261,7 +269,7 @@ async fn configure_and_start(
             "attach network interface {} on tap {}",
             interface.iface_id, nic.tap
         );
-        step(action, api.put_network_interface(&interface).await)?;
+        step(action, api.put_network_interface(&interface).await).await?;
     }
     let vsock = Vsock {
         guest_cid: GUEST_CID,
@@ -270,12 +278,14 @@ async fn configure_and_start(
     step(
         "attach the vsock device".to_owned(),
         api.put_vsock(&vsock).await,
-    )?;
+    )
+    .await?;
 
     step(
         "start the instance".to_owned(),
         api.action(ActionType::InstanceStart).await,
-    )?;
+    )
+    .await?;
     // NOTE: Firecracker 1.12.1 can deadlock when an API request arrives
     // while it stops after a guest reset, so no request checks on the guest
     // here. A guest that fails at once ends Firecracker, which the caller
@@ -284,6 +294,18 @@ async fn configure_and_start(
         return Err(exited_during_startup(spec, paths));
     }
     Ok(())
+}
+
+/// Returns whether Firecracker still runs after a failed request.
+///
+/// A process that crashes closes its API socket a moment before it is gone
+/// from the process table, so a failure on the connection itself waits up
+/// to [`EXIT_GRACE`] for the exit before it counts as a refusal.
+async fn vmm_survived(error: &ApiError, started: Started) -> bool {
+    if error.fault_message().is_some() {
+        return started.is_running();
+    }
+    !process::wait_gone(started.pid, started.start_time, EXIT_GRACE).await
 }
 
 /// Waits until Firecracker serves `GET /` on its API socket, and checks that
