@@ -112,9 +112,10 @@ fn env_and_cwd_are_applied() {
 #[test]
 fn signal_frame_kills_command() {
     let mut client = Client::in_process();
-    client.exec(1, &request(&["sleep", "100"]));
+    client.exec(1, &sh("echo started; exec sleep 100"));
     // Wait until the command runs, so the signal finds its process group.
-    thread_sleep(Duration::from_millis(200));
+    let started = client.next_frame_where(|frame| frame.kind == FrameKind::Stdout);
+    assert_eq!(started.payload, b"started\n");
     client.send_json(FrameKind::Signal, 1, &SignalRequest { signal: 9 });
     let output = client.wait_exit(1);
     assert_eq!(output.status.signal, Some(9));
@@ -125,15 +126,34 @@ fn signal_frame_kills_command() {
 fn sigterm_reaches_whole_process_group() {
     let mut client = Client::in_process();
     // The shell waits for a background child; SIGTERM to the group ends both.
-    client.exec(1, &sh("echo started; sleep 100 & wait"));
+    client.exec(1, &sh("sleep 100 & echo $!; wait"));
     let started = client.next_frame_where(|frame| frame.kind == FrameKind::Stdout);
-    assert_eq!(started.payload, b"started\n");
+    let sleep_pid = String::from_utf8(started.payload)
+        .unwrap()
+        .trim()
+        .to_owned();
     client.send_json(FrameKind::Signal, 1, &SignalRequest { signal: 15 });
-    let started_wait = Instant::now();
     let output = client.wait_exit(1);
     assert_eq!(output.status.signal, Some(15));
-    // No 2 s grace: the background sleep died too and closed the pipes.
-    assert!(started_wait.elapsed() < Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(&sleep_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "background sleep (pid {sleep_pid}) survived SIGTERM to its group"
+        );
+        thread_sleep(Duration::from_millis(20));
+    }
+}
+
+/// Returns whether the process exists and is not a zombie.
+fn process_alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            state != Some(Some('Z'))
+        }
+        Err(_) => false,
+    }
 }
 
 #[test]
