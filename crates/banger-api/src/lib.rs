@@ -81,9 +81,17 @@ pub struct CreateVmRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportKernelRequest {
-    /// Absolute path of a `.deb` on the daemon's host.
-    pub deb: String,
-    /// Catalog name; derived from the package when absent.
+    /// Absolute path of a Debian `linux-image-*` package on the daemon's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deb: Option<String>,
+    /// Absolute path of a kernel file instead: an ELF vmlinux or a bzImage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmlinux: Option<String>,
+    /// With `vmlinux`: absolute path of its `/lib/modules/<release>` tree,
+    /// when the virtio drivers are modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
+    /// Catalog name; the kernel release when absent.
     pub name: Option<String>,
 }
 

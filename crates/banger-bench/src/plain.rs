@@ -39,7 +39,7 @@ impl Setup {
         let kernel = banger_image::kernel::load(&paths.cache_dir, &kernel_sha)?;
         let initrd = banger_image::kernel::build_initramfs(&kernel, agent, &paths.cache_dir)?;
         Ok(Self {
-            bzimage: kernel.bzimage.clone(),
+            bzimage: kernel.qemu_image()?.to_path_buf(),
             initrd,
             image: banger_image::image::image_path(&paths.cache_dir, &image_sha),
             agent: agent.to_path_buf(),

@@ -191,3 +191,79 @@ fn is_vmm(pid: u32) -> bool {
         .map(|comm| comm.starts_with("qemu"))
         .unwrap_or(false)
 }
+
+/// Unpacks the test kernel package; None when BANGER_TEST_KERNEL_DIR holds
+/// none (scripts/test.sh downloads it).
+fn unpacked_kernel_package(into: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
+    let dir = std::env::var_os("BANGER_TEST_KERNEL_DIR")?;
+    let deb = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with("linux-image-")
+                && name.contains("-cloud-amd64_")
+                && !name.starts_with("linux-image-cloud-amd64_")
+        })?;
+    let status = std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(into)
+        .status()
+        .ok()?;
+    assert!(status.success(), "dpkg-deb -x {} failed", deb.display());
+    let modules = std::fs::read_dir(into.join("lib/modules"))
+        .ok()?
+        .filter_map(Result::ok)
+        .next()?
+        .path();
+    let release = modules.file_name()?.to_string_lossy().into_owned();
+    Some((modules, release))
+}
+
+#[test]
+fn kernel_imported_as_vmlinux_with_modules_boots() {
+    require_e2e!();
+    let unpacked = tempfile::tempdir().unwrap();
+    let Some((modules, release)) = unpacked_kernel_package(unpacked.path()) else {
+        eprintln!("skipped: no kernel package in BANGER_TEST_KERNEL_DIR");
+        return;
+    };
+    let env = UserEnv::shared();
+    env.ok(&["kernel", "pull"]);
+    let kernels: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["kernel", "list", "--json"]).stdout).unwrap();
+    let sha = kernels[0]["sha256"].as_str().unwrap();
+    // The ELF vmlinux banger extracted from the package: QEMU boots it
+    // through its PVH entry point, and the modules come from the tree.
+    let vmlinux = env
+        .cache_home
+        .join("banger/kernels")
+        .join(sha)
+        .join("vmlinux");
+    assert!(vmlinux.is_file(), "{}", vmlinux.display());
+
+    let import = env.ok(&[
+        "kernel",
+        "import",
+        "--vmlinux",
+        vmlinux.to_str().unwrap(),
+        "--modules",
+        modules.to_str().unwrap(),
+        "--name",
+        "custom",
+    ]);
+    assert_eq!(
+        import.stdout.trim(),
+        format!("custom {release}"),
+        "{import}"
+    );
+    assert!(import.stderr.contains("selected modules: "), "{import}");
+
+    let run = env.ok(&[
+        "vm", "run", "--rm", "--kernel", "custom", "--", "uname", "-r",
+    ]);
+    assert_eq!(run.stdout.trim(), release, "{run}");
+    env.ok(&["kernel", "rm", "custom"]);
+}

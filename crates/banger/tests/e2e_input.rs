@@ -56,6 +56,65 @@ fn unknown_image_and_kernel_are_rejected() {
 }
 
 #[test]
+fn bad_kernel_files_are_rejected() {
+    require_e2e!();
+    let env = UserEnv::with_private_cache();
+    let text = env.root.path().join("notes.txt");
+    std::fs::write(&text, "these are notes, not a kernel\n".repeat(40)).unwrap();
+    let run = env.run(&["kernel", "import", "--vmlinux", text.to_str().unwrap()]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("notes.txt"), "{run}");
+    assert!(
+        run.stderr
+            .contains("neither an ELF vmlinux nor an x86 bzImage"),
+        "{run}"
+    );
+
+    let run = env.run(&["kernel", "import", "--vmlinux", "/nonexistent/vmlinux"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("kernel file /nonexistent/vmlinux not found"),
+        "{run}"
+    );
+
+    let dir = env.root.path().to_str().unwrap();
+    let run = env.run(&[
+        "kernel",
+        "import",
+        "--vmlinux",
+        text.to_str().unwrap(),
+        "--modules",
+        "/nonexistent",
+    ]);
+    assert!(
+        run.stderr
+            .contains("modules directory /nonexistent not found"),
+        "{run}"
+    );
+    let run = env.run(&[
+        "kernel",
+        "import",
+        "--vmlinux",
+        text.to_str().unwrap(),
+        "--modules",
+        dir,
+    ]);
+    assert_ne!(run.code, 0, "{run}");
+
+    // Usage errors: --modules needs --vmlinux, and a package excludes a file.
+    let run = env.run(&["kernel", "import", "--deb", "x.deb", "--modules", dir]);
+    assert_eq!(run.code, 2, "{run}");
+    let run = env.run(&["kernel", "import", "--deb", "x.deb", "--vmlinux", "vmlinux"]);
+    assert_eq!(run.code, 2, "{run}");
+
+    assert_eq!(env.ok(&["kernel", "list", "--json"]).stdout.trim(), "[]");
+    let cache = env.cache_home.join("banger/kernels");
+    let published = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(published, 0, "nothing entered {}", cache.display());
+}
+
+#[test]
 fn corrupt_kernel_package_is_rejected() {
     require_e2e!();
     let env = UserEnv::with_private_cache();

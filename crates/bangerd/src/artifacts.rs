@@ -121,16 +121,38 @@ impl Daemon {
         source: &str,
         events: &Events,
     ) -> ApiResult<KernelRecord> {
+        self.import_kernel_from(KernelSource::Deb(deb.to_path_buf()), name, source, events)
+            .await
+    }
+
+    /// Imports a kernel into the cache and records it in the catalog.
+    pub async fn import_kernel_from(
+        &self,
+        kernel_source: KernelSource,
+        name: Option<&str>,
+        source: &str,
+        events: &Events,
+    ) -> ApiResult<KernelRecord> {
         let cache = self.ensure_cache_dir()?;
         let ev = events.clone();
-        let deb_path = deb.to_path_buf();
+        let label = kernel_source.describe();
         let artifacts = blocking(move || {
-            banger_image::kernel::import_deb(&deb_path, &cache, &mut |m| ev.progress_blocking(m))
+            let mut progress = |m: &str| ev.progress_blocking(m);
+            match &kernel_source {
+                KernelSource::Deb(deb) => {
+                    banger_image::kernel::import_deb(deb, &cache, &mut progress)
+                }
+                KernelSource::File { kernel, modules } => banger_image::kernel::import_kernel_file(
+                    kernel,
+                    modules.as_deref(),
+                    &cache,
+                    &mut progress,
+                ),
+            }
         })
         .await
         .map_err(|e| {
-            classify_tool_error(e)
-                .context(format!("failed to import kernel from {}", deb.display()))
+            classify_tool_error(e).context(format!("failed to import kernel from {label}"))
         })?;
         let name = name.unwrap_or(&artifacts.release);
         let record = KernelRecord {
@@ -262,4 +284,38 @@ pub fn classify_tool_error<E: std::error::Error + 'static>(error: E) -> ApiError
         source = cause.source();
     }
     ApiError::from_error(kind, &error)
+}
+
+/// Where a kernel import reads from.
+#[derive(Debug, Clone)]
+pub enum KernelSource {
+    /// A Debian `linux-image-*` package.
+    Deb(PathBuf),
+    /// An ELF vmlinux or a bzImage, with its modules directory when the
+    /// virtio drivers are modules.
+    File {
+        kernel: PathBuf,
+        modules: Option<PathBuf>,
+    },
+}
+
+impl KernelSource {
+    /// The paths, for messages and the catalog's source column.
+    pub fn describe(&self) -> String {
+        match self {
+            KernelSource::Deb(deb) => deb.display().to_string(),
+            KernelSource::File {
+                kernel,
+                modules: Some(modules),
+            } => format!(
+                "{} with modules from {}",
+                kernel.display(),
+                modules.display()
+            ),
+            KernelSource::File {
+                kernel,
+                modules: None,
+            } => kernel.display().to_string(),
+        }
+    }
 }

@@ -168,7 +168,11 @@ impl Daemon {
             Ok(inputs) => inputs,
             Err(e) => return DoctorCheck::fail("KVM boot probe", e.to_string(), e.0.hint.clone()),
         };
-        let result = self.kvm_probe(&files.bzimage, &initrd).await;
+        let image = match crate::vms::qemu_image(&files, &kernel.name) {
+            Ok(image) => image,
+            Err(e) => return DoctorCheck::fail("KVM boot probe", e.to_string(), e.0.hint.clone()),
+        };
+        let result = self.kvm_probe(&image, &initrd).await;
         if result.kvm_boots {
             DoctorCheck::ok("KVM boot probe", "KVM boots the default kernel")
         } else {

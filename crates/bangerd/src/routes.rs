@@ -13,6 +13,7 @@ use banger_api::{
 };
 use banger_model::{ImageRecord, KernelRecord, VmRecord};
 
+use crate::artifacts::KernelSource;
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{new_operation_id, stream};
@@ -113,17 +114,7 @@ async fn import_kernel(
     State(daemon): State<Arc<Daemon>>,
     Json(request): Json<ImportKernelRequest>,
 ) -> ApiResult<Response> {
-    let deb = std::path::PathBuf::from(&request.deb);
-    if !deb.is_absolute() {
-        return Err(ApiError::invalid(format!(
-            "kernel package path {:?} is not absolute",
-            request.deb
-        )));
-    }
-    if !deb.is_file() {
-        return Err(ApiError::not_found(format!("kernel package {} not found", deb.display()))
-            .hint("pass the path of a .deb file, e.g. one fetched with `apt-get download linux-image-cloud-amd64`"));
-    }
+    let source = kernel_source(&request)?;
     if let Some(name) = &request.name {
         banger_model::validate_vm_name(name).map_err(|e| {
             ApiError::invalid(format!("invalid kernel name {name:?}"))
@@ -132,15 +123,74 @@ async fn import_kernel(
         })?;
     }
     Ok(stream(new_operation_id(), move |events| async move {
+        let label = source.describe();
         daemon
-            .import_kernel_file(
-                &deb,
-                request.name.as_deref(),
-                &deb.display().to_string(),
-                &events,
-            )
+            .import_kernel_from(source, request.name.as_deref(), &label, &events)
             .await
     }))
+}
+
+/// Checks the paths of a kernel import request.
+fn kernel_source(request: &ImportKernelRequest) -> ApiResult<KernelSource> {
+    let absolute = |what: &str, path: &str| -> ApiResult<std::path::PathBuf> {
+        let path = std::path::PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(ApiError::invalid(format!(
+                "{what} path {:?} is not absolute",
+                path.display().to_string()
+            )));
+        }
+        Ok(path)
+    };
+    match (&request.deb, &request.vmlinux) {
+        (Some(deb), None) => {
+            if request.modules.is_some() {
+                return Err(ApiError::invalid(
+                    "a modules directory goes with a kernel file, not with a package",
+                )
+                .hint("a package brings its own modules: drop --modules"));
+            }
+            let deb = absolute("kernel package", deb)?;
+            if !deb.is_file() {
+                return Err(ApiError::not_found(format!("kernel package {} not found", deb.display()))
+                    .hint("pass the path of a .deb file, e.g. one fetched with `apt-get download linux-image-cloud-amd64`"));
+            }
+            Ok(KernelSource::Deb(deb))
+        }
+        (None, Some(kernel)) => {
+            let kernel = absolute("kernel file", kernel)?;
+            if !kernel.is_file() {
+                return Err(ApiError::not_found(format!(
+                    "kernel file {} not found",
+                    kernel.display()
+                ))
+                .hint("pass an ELF vmlinux or a bzImage such as /boot/vmlinuz-<release>"));
+            }
+            let modules = match &request.modules {
+                Some(dir) => {
+                    let dir = absolute("modules directory", dir)?;
+                    if !dir.is_dir() {
+                        return Err(ApiError::not_found(format!(
+                            "modules directory {} not found",
+                            dir.display()
+                        ))
+                        .hint("pass the kernel's /lib/modules/<release> directory"));
+                    }
+                    Some(dir)
+                }
+                None => None,
+            };
+            Ok(KernelSource::File { kernel, modules })
+        }
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "a kernel import takes a package or a kernel file, not both",
+        )
+        .hint("pass either --deb FILE or --vmlinux FILE")),
+        (None, None) => Err(
+            ApiError::invalid("a kernel import needs a package or a kernel file")
+                .hint("pass --deb FILE or --vmlinux FILE"),
+        ),
+    }
 }
 
 async fn pull_kernel(

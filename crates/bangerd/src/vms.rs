@@ -349,10 +349,11 @@ impl Daemon {
         })?;
         let vmm = self.backend(kind)?;
         let (kernel_path, accel) = match kind {
-            BackendKind::Qemu => (
-                files.bzimage.clone(),
-                self.accel(&files.bzimage, &initrd, events).await,
-            ),
+            BackendKind::Qemu => {
+                let image = qemu_image(&files, &kernel.name)?;
+                let accel = self.accel(&image, &initrd, events).await;
+                (image, accel)
+            }
             // Firecracker boots the ELF vmlinux under KVM only.
             BackendKind::Firecracker => (files.vmlinux.clone(), banger_vmm::Accel::Kvm),
         };
@@ -657,4 +658,16 @@ fn host_memory_mib() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// The kernel image QEMU boots, or an error that says how to get one.
+pub(crate) fn qemu_image(
+    files: &banger_image::kernel::KernelArtifacts,
+    kernel: &str,
+) -> ApiResult<std::path::PathBuf> {
+    files.qemu_image().map(Path::to_path_buf).map_err(|error| {
+        ApiError::from_error(ErrorKind::Unavailable, &error)
+            .context(format!("cannot boot kernel {kernel:?} with QEMU"))
+            .hint("import the kernel's bzImage (vmlinuz) instead, or use `--vmm firecracker` on a host where KVM boots guests")
+    })
 }

@@ -86,6 +86,51 @@ pub fn import_deb(
     progress(&format!("extracting vmlinux from vmlinuz-{release}"));
     let vmlinux = super::extract_vmlinux(&bzimage)?;
 
+    let modules: Vec<(String, &[u8])> = selected
+        .iter()
+        .map(|info| {
+            (
+                info.name.clone(),
+                scan.module_bytes[&info.package_path].as_slice(),
+            )
+        })
+        .collect();
+    let source = deb
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staged = StagedKernel {
+        sha256: &sha256,
+        release: &release,
+        source,
+        bzimage: Some(&bzimage),
+        vmlinux: &vmlinux,
+        modules: &modules,
+    };
+    publish_kernel(cache_root, &staged)?;
+    progress(&format!("kernel {release} imported as {sha256}"));
+    super::load(cache_root, &sha256)
+}
+
+/// The files of a kernel about to enter the cache.
+pub(super) struct StagedKernel<'a> {
+    pub sha256: &'a str,
+    pub release: &'a str,
+    /// What it was imported from, for display.
+    pub source: String,
+    /// Absent for a kernel imported as a bare ELF vmlinux.
+    pub bzimage: Option<&'a [u8]>,
+    pub vmlinux: &'a [u8],
+    /// Module names and bytes, in load order.
+    pub modules: &'a [(String, &'a [u8])],
+}
+
+/// Writes a kernel into a staging directory and publishes it as
+/// `<cache>/kernels/<sha256>/`.
+pub(super) fn publish_kernel(
+    cache_root: &Path,
+    kernel: &StagedKernel<'_>,
+) -> Result<(), KernelError> {
     let kernels_dir = cache_root.join("kernels");
     fs::create_dir_all(&kernels_dir).map_err(cache_error("create", &kernels_dir))?;
     let staging = store::staging_dir(cache_root, "kernel-")
@@ -94,26 +139,25 @@ pub fn import_deb(
     let write = |name: &Path, data: &[u8]| {
         fs::write(staged.join(name), data).map_err(cache_error("write", &staged.join(name)))
     };
-    write(Path::new(BZIMAGE_FILE), &bzimage)?;
-    write(Path::new(VMLINUX_FILE), &vmlinux)?;
+    if let Some(bzimage) = kernel.bzimage {
+        write(Path::new(BZIMAGE_FILE), bzimage)?;
+    }
+    write(Path::new(VMLINUX_FILE), kernel.vmlinux)?;
     let modules_dir = staged.join(MODULES_DIR);
     fs::create_dir(&modules_dir).map_err(cache_error("create", &modules_dir))?;
-    for info in &selected {
-        let bytes = &scan.module_bytes[&info.package_path];
-        write(
-            &Path::new(MODULES_DIR).join(format!("{}.ko", info.name)),
-            bytes,
-        )?;
+    for (name, bytes) in kernel.modules {
+        write(&Path::new(MODULES_DIR).join(format!("{name}.ko")), bytes)?;
     }
     let metadata = KernelMetadata {
         format: METADATA_FORMAT,
-        sha256: sha256.clone(),
-        release: release.clone(),
-        source: deb
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        modules: order.clone(),
+        sha256: kernel.sha256.to_string(),
+        release: kernel.release.to_string(),
+        source: kernel.source.clone(),
+        modules: kernel
+            .modules
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
     };
     let json =
         serde_json::to_vec_pretty(&metadata).map_err(|err| KernelError::InvalidMetadata {
@@ -122,10 +166,7 @@ pub fn import_deb(
         })?;
     write(Path::new(METADATA_FILE), &json)?;
     store::fsync_tree(staged).map_err(cache_error("fsync", staged))?;
-
-    publish_dir(staging, &final_dir)?;
-    progress(&format!("kernel {release} imported as {sha256}"));
-    super::load(cache_root, &sha256)
+    publish_dir(staging, &kernel_dir(cache_root, kernel.sha256))
 }
 
 /// Walks `data.tar` once, keeping the bytes of the required modules.

@@ -130,7 +130,7 @@ mod tests {
         KernelArtifacts {
             sha256: sha256.to_string(),
             release: "6.1.0-test".to_string(),
-            bzimage: dir.join("vmlinuz"),
+            bzimage: Some(dir.join("vmlinuz")),
             vmlinux: dir.join("vmlinux"),
             modules,
             dir,

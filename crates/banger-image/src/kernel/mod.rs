@@ -1,10 +1,13 @@
-//! Kernel import: turns a Debian `linux-image-*` package into a bzImage for
-//! QEMU, an ELF vmlinux for Firecracker and the virtio modules an initramfs
-//! loads, stored under `<cache>/kernels/<sha256 of the .deb>/`.
+//! Kernel import: turns a Debian `linux-image-*` package, or a kernel file
+//! with an optional modules directory, into a bzImage for QEMU, an ELF
+//! vmlinux for Firecracker and the virtio modules an initramfs loads, stored
+//! under `<cache>/kernels/<sha256>/`.
 
 mod bzimage;
 pub(crate) mod deb;
 mod download;
+mod elf;
+mod file;
 mod import;
 mod initramfs;
 pub mod modules;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bzimage::BzImageError;
 pub use download::download_deb;
+pub use file::import_kernel_file;
 pub use import::import_deb;
 pub use initramfs::{MODULE_DIR, MODULE_LIST_PATH, build_initramfs};
 
@@ -39,8 +43,9 @@ pub struct KernelArtifacts {
     pub release: String,
     /// `<cache>/kernels/<sha256>/`
     pub dir: PathBuf,
-    /// `dir/vmlinuz`, the bzImage QEMU boots.
-    pub bzimage: PathBuf,
+    /// `dir/vmlinuz`, the bzImage QEMU boots; absent for a kernel imported
+    /// as a bare ELF vmlinux.
+    pub bzimage: Option<PathBuf>,
     /// `dir/vmlinux`, the ELF image Firecracker boots.
     pub vmlinux: PathBuf,
     /// `dir/modules/<name>.ko`, in load order.
@@ -90,7 +95,7 @@ pub enum KernelError {
     SeveralKernels { path: PathBuf, releases: String },
     #[error("invalid kernel module {module}: {reason}")]
     InvalidModule { module: String, reason: String },
-    #[error("kernel module {module}{} is neither in the package nor listed in modules.builtin", required_by.as_ref().map(|by| format!(" (required by {by})")).unwrap_or_default())]
+    #[error("kernel module {module}{} is neither among the kernel's modules nor listed in modules.builtin", required_by.as_ref().map(|by| format!(" (required by {by})")).unwrap_or_default())]
     ModuleNotFound {
         module: String,
         required_by: Option<String>,
@@ -123,6 +128,34 @@ pub enum KernelError {
         path: PathBuf,
         #[source]
         source: CpioError,
+    },
+    #[error(
+        "kernel {release} was imported as an ELF vmlinux without a PVH entry point, which QEMU cannot boot"
+    )]
+    NoQemuImage { release: String },
+    #[error("{path} is neither an ELF vmlinux nor an x86 bzImage{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    NotKernelImage {
+        path: PathBuf,
+        reason: Option<String>,
+    },
+    #[error("no \"Linux version\" banner in {path}; banger cannot tell the kernel's release")]
+    NoRelease { path: PathBuf },
+    #[error("failed to read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is not a modules directory: it has no kernel/ subdirectory; pass the kernel's /lib/modules/<release>"
+    )]
+    NotModulesDir { path: PathBuf },
+    #[error("module {module} in {dir} is built for kernel {module_release}, not for {release}")]
+    ModuleReleaseMismatch {
+        module: String,
+        dir: PathBuf,
+        module_release: String,
+        release: String,
     },
     #[error("invalid Debian package name {package:?}")]
     InvalidPackageName { package: String },
@@ -208,18 +241,34 @@ pub fn load(cache_root: &Path, sha256: &str) -> Result<KernelArtifacts, KernelEr
     let artifacts = KernelArtifacts {
         sha256: sha256.to_string(),
         release: metadata.release,
-        bzimage: dir.join(BZIMAGE_FILE),
+        bzimage: Some(dir.join(BZIMAGE_FILE)).filter(|path| path.is_file()),
         vmlinux: dir.join(VMLINUX_FILE),
         modules,
         dir,
     };
-    let expected = [&artifacts.bzimage, &artifacts.vmlinux]
-        .into_iter()
-        .chain(&artifacts.modules);
+    let expected = std::iter::once(&artifacts.vmlinux).chain(&artifacts.modules);
     for path in expected {
         if !path.is_file() {
             return Err(invalid(format!("{} is missing", path.display())));
         }
     }
     Ok(artifacts)
+}
+
+impl KernelArtifacts {
+    /// The image QEMU boots: the bzImage, or else the ELF vmlinux when it
+    /// has a PVH entry point.
+    pub fn qemu_image(&self) -> Result<&Path, KernelError> {
+        if let Some(bzimage) = &self.bzimage {
+            return Ok(bzimage);
+        }
+        let vmlinux = std::fs::read(&self.vmlinux).map_err(cache_error("read", &self.vmlinux))?;
+        if elf::has_pvh_entry(&vmlinux) {
+            Ok(&self.vmlinux)
+        } else {
+            Err(KernelError::NoQemuImage {
+                release: self.release.clone(),
+            })
+        }
+    }
 }

@@ -30,8 +30,10 @@ pub const REQUIRED_MODULES: &[&str] = &[
 pub struct ModuleInfo {
     pub name: String,
     pub depends: Vec<String>,
-    /// Path inside the package's `data.tar`.
+    /// Path inside the package's `data.tar`, or in the modules directory.
     pub package_path: String,
+    /// The kernel release from the module's `vermagic=` entry.
+    pub release: Option<String>,
 }
 
 /// Returns the module name for a file name such as `virtio-blk.ko.xz`; the
@@ -91,11 +93,14 @@ pub fn parse_modinfo(package_path: &str, elf: &[u8]) -> Result<ModuleInfo, Kerne
         .map_err(|err| invalid(format!("unreadable .modinfo section: {err}")))?;
 
     let mut name = None;
+    let mut release = None;
     let mut depends = Vec::new();
     for entry in data.split(|&b| b == 0) {
         let entry = String::from_utf8_lossy(entry);
         if let Some(value) = entry.strip_prefix("name=") {
             name = Some(value.to_string());
+        } else if let Some(value) = entry.strip_prefix("vermagic=") {
+            release = value.split_whitespace().next().map(str::to_string);
         } else if let Some(value) = entry.strip_prefix("depends=") {
             depends = value
                 .split(',')
@@ -119,6 +124,7 @@ pub fn parse_modinfo(package_path: &str, elf: &[u8]) -> Result<ModuleInfo, Kerne
         name,
         depends,
         package_path: package_path.to_string(),
+        release,
     })
 }
 
@@ -195,6 +201,7 @@ mod tests {
                 name: name.to_string(),
                 depends: depends.iter().map(|d| d.to_string()).collect(),
                 package_path: format!("lib/modules/6.1.0/kernel/{name}.ko"),
+                release: None,
             },
         )
     }

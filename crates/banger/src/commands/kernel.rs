@@ -9,11 +9,18 @@ use crate::render::{CliError, print_table, progress};
 
 #[derive(Subcommand, Debug)]
 pub enum KernelCommand {
-    /// Import a kernel from a Debian linux-image package.
+    /// Import a kernel from a Debian linux-image package or a kernel file.
     Import {
-        /// The .deb file.
+        /// A Debian linux-image-<release> package (.deb).
+        #[arg(long, conflicts_with = "vmlinux")]
+        deb: Option<PathBuf>,
+        /// A kernel file: an ELF vmlinux or a bzImage (vmlinuz).
         #[arg(long)]
-        deb: PathBuf,
+        vmlinux: Option<PathBuf>,
+        /// With --vmlinux: the kernel's /lib/modules/<release> directory, for a
+        /// kernel whose virtio drivers are modules.
+        #[arg(long, requires = "vmlinux", conflicts_with = "deb")]
+        modules: Option<PathBuf>,
         /// Catalog name; the kernel release when omitted.
         #[arg(long)]
         name: Option<String>,
@@ -37,12 +44,27 @@ pub enum KernelCommand {
 pub async fn run(command: KernelCommand) -> Result<u8, CliError> {
     let client = Client::connect().await?;
     match command {
-        KernelCommand::Import { deb, name } => {
-            let deb = std::path::absolute(&deb).map_err(|e| {
-                CliError::invalid(format!("invalid path {}", deb.display())).cause(e.to_string())
-            })?;
+        KernelCommand::Import {
+            deb,
+            vmlinux,
+            modules,
+            name,
+        } => {
+            let absolute = |path: Option<PathBuf>| -> Result<Option<String>, CliError> {
+                path.map(|path| {
+                    std::path::absolute(&path)
+                        .map(|path| path.display().to_string())
+                        .map_err(|e| {
+                            CliError::invalid(format!("invalid path {}", path.display()))
+                                .cause(e.to_string())
+                        })
+                })
+                .transpose()
+            };
             let request = ImportKernelRequest {
-                deb: deb.display().to_string(),
+                deb: absolute(deb)?,
+                vmlinux: absolute(vmlinux)?,
+                modules: absolute(modules)?,
                 name,
             };
             let kernel: KernelRecord = client
