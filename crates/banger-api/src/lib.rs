@@ -164,12 +164,26 @@ impl DoctorCheck {
     }
 }
 
+/// What a create request resolved to, before the VM exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedVm {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_size_bytes: u64,
+    pub image: String,
+    pub kernel: String,
+}
+
 /// One line of an event stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum Event {
     /// A step has begun or advanced; for humans.
     Progress { message: String },
+    /// The daemon validated a create request and resolved its defaults;
+    /// sent before any download or build.
+    Accepted { vm: AcceptedVm },
     /// The operation finished; `result` is the route's response type.
     Done { result: serde_json::Value },
     /// The operation failed.

@@ -191,6 +191,23 @@ impl Client {
         body: Option<&impl Serialize>,
         mut on_progress: impl FnMut(&str),
     ) -> Result<T, CliError> {
+        self.stream_events(method, path, body, |event| {
+            if let Event::Progress { message } = event {
+                on_progress(message);
+            }
+        })
+        .await
+    }
+
+    /// Like [`Client::stream`], but hands every event before the result to
+    /// `on_event`.
+    pub async fn stream_events<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<T, CliError> {
         let body = body.map(|b| serde_json::to_vec(b).expect("request serialises"));
         let mut response = self.send(method, path, body, None).await?;
         if !response.status().is_success() {
@@ -212,7 +229,7 @@ impl Client {
                     CliError::local("the daemon sent an invalid event").cause(e.to_string())
                 })?;
                 match event {
-                    Event::Progress { message } => on_progress(&message),
+                    Event::Progress { .. } | Event::Accepted { .. } => on_event(&event),
                     Event::Done { result } => {
                         return serde_json::from_value(result).map_err(|e| {
                             CliError::local("the daemon sent an invalid result")

@@ -24,7 +24,9 @@ fn vm_run_reports_guest_kernel_and_exit_code() {
     let env = UserEnv::shared();
 
     let run = env.ok(&["vm", "run", "--rm", "--name", "first", "--", "uname", "-r"]);
-    assert!(run.stderr.contains("spec: "), "no spec line:\n{run}");
+    let spec = run.stderr.find("spec: first · ").expect("no spec line");
+    let first_progress = run.stderr.find("» ").unwrap_or(usize::MAX);
+    assert!(spec < first_progress, "the spec line comes first:\n{run}");
     let guest_release = run.stdout.trim().to_string();
     let kernels = env.ok(&["kernel", "list", "--json"]);
     let kernels: Vec<serde_json::Value> = serde_json::from_str(&kernels.stdout).unwrap();

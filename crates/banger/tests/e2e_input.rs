@@ -22,13 +22,22 @@ fn invalid_names_and_sizes_are_rejected() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("invalid VM name \"My_VM\""), "{run}");
     assert!(run.stderr.contains("hint: use 1 to 63 lowercase"), "{run}");
+    assert!(
+        !run.stderr.contains("spec:"),
+        "spec line for a rejected VM:\n{run}"
+    );
 
     let run = env.run(&["vm", "create", "--name", "ok", "--disk-size", "8"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("invalid size \"8\""), "{run}");
 
-    let run = env.run(&["vm", "create", "--name", "ok", "--vcpu", "0"]);
+    let run = env.run(&["vm", "run", "--name", "ok", "--vcpu", "0", "--", "true"]);
+    assert_eq!(run.code, 125, "{run}");
     assert!(run.stderr.contains("invalid vCPU count 0"), "{run}");
+    assert!(
+        !run.stderr.contains("spec:"),
+        "spec line for a rejected VM:\n{run}"
+    );
     assert!(env.vms_json().is_empty());
     assert!(env.vm_dirs().is_empty());
 }
@@ -50,6 +59,10 @@ fn unknown_image_and_kernel_are_rejected() {
     assert!(
         run.stderr.contains("kernel \"no-such-kernel\" not found"),
         "{run}"
+    );
+    assert!(
+        !run.stderr.contains("spec:"),
+        "spec line for a rejected VM:\n{run}"
     );
     assert!(env.vms_json().is_empty());
     assert!(env.vm_dirs().is_empty());
@@ -215,6 +228,10 @@ fn duplicate_name_and_image_in_use_are_rejected() {
     assert!(
         run.stderr.contains("a VM named \"twin\" already exists"),
         "{run}"
+    );
+    assert!(
+        !run.stderr.contains("spec:"),
+        "spec line for a rejected VM:\n{run}"
     );
     assert_eq!(env.vms_json().len(), 1);
     assert_eq!(env.vm_dirs().len(), 1);

@@ -5,7 +5,7 @@ use std::future::Future;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use banger_api::{Event, OPERATION_HEADER};
+use banger_api::{AcceptedVm, Event, OPERATION_HEADER};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -33,6 +33,12 @@ impl Events {
         let message = message.into();
         tracing::info!(%message, "progress");
         let _ = self.tx.send(Event::Progress { message }).await;
+    }
+
+    /// Tells the client what a create request resolved to.
+    pub async fn accepted(&self, vm: AcceptedVm) {
+        tracing::info!(vm = %vm.name, image = %vm.image, kernel = %vm.kernel, "request accepted");
+        let _ = self.tx.send(Event::Accepted { vm }).await;
     }
 
     /// Sends a progress line from a blocking thread.

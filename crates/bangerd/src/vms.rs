@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_api::{CreateVmRequest, Defaults, ErrorKind};
+use banger_api::{AcceptedVm, CreateVmRequest, Defaults, ErrorKind};
 use banger_model::{VmRecord, VmSpec, VmState, format_size, generate_vm_name, validate_vm_name};
 use banger_vmm::{BackendKind, DiskSpec, LaunchSpec, VmProcess};
 
@@ -85,6 +85,16 @@ impl Daemon {
         // Validate the names before any download, so a typo fails at once.
         self.check_known_or_catalog(&kernel_name, &image_name)?;
         self.agent_binary()?;
+        events
+            .accepted(AcceptedVm {
+                name: name.clone(),
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+                disk_size_bytes: spec.disk_size_bytes,
+                image: image_name.clone(),
+                kernel: kernel_name.clone(),
+            })
+            .await;
         let kernel = self.ensure_kernel(&kernel_name, events).await?;
         let image = self.ensure_image(&image_name, events).await?;
         let backend = self
@@ -113,15 +123,6 @@ impl Daemon {
             return Err(error);
         }
         tracing::info!(vm = %name, id = %vm.id, "VM record created");
-        events
-            .progress(format!(
-                "creating VM {name}: {} vcpu · {} MiB · {} disk · {}",
-                vm.spec.vcpus,
-                vm.spec.memory_mib,
-                format_size(vm.spec.disk_size_bytes),
-                image.name
-            ))
-            .await;
 
         if let Err(error) = self.prepare_disks(&vm, events).await {
             self.remove_vm_files(&vm);

@@ -1,4 +1,4 @@
-use banger_api::{CreateVmRequest, Defaults, VmRecord};
+use banger_api::{CreateVmRequest, Event, VmRecord};
 use banger_model::{format_size, parse_size};
 use clap::{Args, Subcommand};
 use hyper::Method;
@@ -218,14 +218,6 @@ where
 }
 
 async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRecord, CliError> {
-    let defaults: Defaults = client.get("/defaults").await?;
-    eprintln!(
-        "spec: {} vcpu · {} MiB · {} disk · {}",
-        spec.vcpu.unwrap_or(defaults.vcpus),
-        spec.memory.unwrap_or(defaults.memory_mib),
-        format_size(spec.disk_size.unwrap_or(defaults.disk_size_bytes)),
-        spec.image.as_deref().unwrap_or(&defaults.image),
-    );
     let request = CreateVmRequest {
         name: spec.name.clone(),
         image: spec.image.clone(),
@@ -238,7 +230,18 @@ async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRe
         nat: spec.nat,
     };
     client
-        .stream(Method::POST, "/vms", Some(&request), progress)
+        .stream_events(Method::POST, "/vms", Some(&request), |event| match event {
+            Event::Accepted { vm } => eprintln!(
+                "spec: {} · {} vcpu · {} MiB · {} disk · {}",
+                vm.name,
+                vm.vcpus,
+                vm.memory_mib,
+                format_size(vm.disk_size_bytes),
+                vm.image
+            ),
+            Event::Progress { message } => progress(message),
+            _ => {}
+        })
         .await
 }
 
