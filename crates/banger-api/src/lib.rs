@@ -13,6 +13,8 @@
 //! | `POST /vms`                   | [`CreateVmRequest`]  | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/start`      |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/stop`       |                      | event stream, `VmRecord`    |
+//! | `POST /vms/{name}/restart`    |                      | event stream, `VmRecord`    |
+//! | `PATCH /vms/{name}`           | [`SetVmRequest`]     | `VmRecord`                  |
 //! | `DELETE /vms/{name}`          |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/kill`       |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/exec`       | upgrade `banger-exec`| agent frames both ways      |
@@ -55,6 +57,13 @@ pub const OPERATION_HEADER: &str = "x-banger-operation";
 pub struct Health {
     pub version: String,
     pub pid: u32,
+}
+
+/// New size for a stopped VM; absent fields keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetVmRequest {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

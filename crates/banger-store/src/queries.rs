@@ -108,6 +108,15 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the size of VM `id`. Returns false when no VM has that id.
+    pub fn set_vm_spec(&self, id: &str, spec: &VmSpec) -> Result<bool> {
+        let json = serde_json::to_string(spec).map_err(|e| corrupt("VM spec", e))?;
+        Ok(self
+            .conn
+            .execute("UPDATE vms SET spec = ?2 WHERE id = ?1", params![id, json])?
+            == 1)
+    }
+
     /// Records the workspace of VM `id`, or clears it with `None`. It is
     /// written on its own, never by [`Store::update_vm`], so a lifecycle
     /// step that saves an older copy of the record cannot undo it. Returns
@@ -362,6 +371,23 @@ mod tests {
         store.update_vm(&record).unwrap();
         assert_eq!(store.get_vm("dev").unwrap(), Some(record));
         assert_eq!(store.get_vm("other").unwrap(), None);
+    }
+
+    #[test]
+    fn vm_spec_changes_alone() {
+        let store = store();
+        let record = vm("dev");
+        store.insert_vm(&record).unwrap();
+        let spec = VmSpec {
+            vcpus: 4,
+            memory_mib: 4096,
+            disk_size_bytes: record.spec.disk_size_bytes,
+        };
+        assert!(store.set_vm_spec(&record.id, &spec).unwrap());
+        let stored = store.get_vm("dev").unwrap().unwrap();
+        assert_eq!(stored.spec, spec);
+        assert_eq!(stored.state, record.state);
+        assert!(!store.set_vm_spec("no-such-id", &spec).unwrap());
     }
 
     #[test]

@@ -166,6 +166,18 @@ impl Client {
         read_json(response).await
     }
 
+    /// Sends `body` as JSON and reads a JSON answer.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, CliError> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("request serialises"));
+        let response = self.send(method, path, body, None).await?;
+        read_json(response).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), CliError> {
         let response = self.send(Method::DELETE, path, None, None).await?;
         if response.status().is_success() {

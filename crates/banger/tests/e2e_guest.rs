@@ -137,7 +137,71 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert!(stopped.stderr.contains("\"dev\" is stopped"), "{stopped}");
     assert!(stopped.stderr.contains("banger vm start dev"), "{stopped}");
 
+    // A stopped VM takes a new size for its next boot; a running one refuses.
+    let set = env.ok(&["vm", "set", "dev", "--vcpu", "3", "--memory", "1536"]);
+    assert!(set.stderr.contains("3 vcpu · 1536 MiB"), "{set}");
+    let bad = env.run(&["vm", "set", "dev", "--vcpu", "0"]);
+    assert!(bad.stderr.contains("invalid vCPU count 0"), "{bad}");
+
     env.ok(&["vm", "start", "dev"]);
+    let running = env.run(&["vm", "set", "dev", "--memory", "2048"]);
+    assert_ne!(running.code, 0, "{running}");
+    assert!(running.stderr.contains("banger vm stop dev"), "{running}");
+    let size = env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "nproc; grep MemTotal /proc/meminfo",
+    ]);
+    let mut lines = size.stdout.lines();
+    assert_eq!(lines.next(), Some("3"), "{size}");
+    let mem_kib: u64 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1024 * 1024..=1536 * 1024).contains(&mem_kib),
+        "the guest sees {mem_kib} KiB:\n{size}"
+    );
+
+    // Restart keeps the disks; the guest boots again.
+    let boot_id = |env: &UserEnv| {
+        env.ok(&[
+            "vm",
+            "exec",
+            "dev",
+            "--",
+            "cat",
+            "/proc/sys/kernel/random/boot_id",
+        ])
+        .stdout
+    };
+    let before = boot_id(&env);
+    env.ok(&["vm", "restart", "dev"]);
+    assert_ne!(boot_id(&env), before, "restart did not reboot the guest");
+
+    // Prune deletes stopped VMs only, and asks first unless forced.
+    env.ok(&["vm", "create", "--no-start", "--name", "idle"]);
+    let asked = env.run(&["vm", "prune"]);
+    assert_ne!(asked.code, 0, "{asked}");
+    assert!(
+        asked.stderr.contains("idle") && asked.stderr.contains("--force"),
+        "{asked}"
+    );
+    assert_eq!(env.vms_json().len(), 2);
+    let pruned = env.ok(&["vm", "prune", "--force"]);
+    assert!(pruned.stderr.contains("idle: deleted"), "{pruned}");
+    let left = env.vms_json();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["name"], "dev");
+
     let files = env.ok(&[
         "vm",
         "exec",

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use banger_api::{
     BuildImageRequest, CreateVmRequest, Defaults, Health, ImportKernelRequest, PullKernelRequest,
+    SetVmRequest,
 };
 use banger_model::{ImageRecord, KernelRecord, VmRecord};
 
@@ -25,8 +26,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/doctor", get(crate::doctor::doctor))
         .route("/shutdown", post(shutdown))
         .route("/vms", get(list_vms).post(create_vm))
-        .route("/vms/{name}", get(show_vm).delete(delete_vm))
+        .route("/vms/{name}", get(show_vm).delete(delete_vm).patch(set_vm))
         .route("/vms/{name}/start", post(start_vm))
+        .route("/vms/{name}/restart", post(restart_vm))
         .route("/vms/{name}/stop", post(stop_vm))
         .route("/vms/{name}/exec", post(crate::exec::exec))
         .route("/vms/{name}/logs", get(crate::logs::logs))
@@ -86,6 +88,20 @@ async fn start_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -
     stream(new_operation_id(), move |events| async move {
         daemon.start_vm(&name, &events).await
     })
+}
+
+async fn restart_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
+    stream(new_operation_id(), move |events| async move {
+        daemon.restart_vm(&name, &events).await
+    })
+}
+
+async fn set_vm(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Json(request): Json<SetVmRequest>,
+) -> ApiResult<Json<VmRecord>> {
+    Ok(Json(daemon.set_vm(&name, &request).await?))
 }
 
 async fn stop_vm(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {

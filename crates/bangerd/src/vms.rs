@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_api::{AcceptedVm, CreateVmRequest, Defaults, ErrorKind};
+use banger_api::{AcceptedVm, CreateVmRequest, Defaults, ErrorKind, SetVmRequest};
 use banger_model::{VmRecord, VmSpec, VmState, format_size, generate_vm_name, validate_vm_name};
 use banger_vmm::{BackendKind, DiskSpec, LaunchSpec, VmProcess};
 
@@ -146,7 +146,53 @@ impl Daemon {
 
     pub async fn start_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
         let _guard = self.vm_lock(name).await;
+        let vm = self.vm_record(name)?;
+        self.start_locked(vm, events).await
+    }
+
+    /// Stops a VM when it runs, then boots it again, holding its lock
+    /// throughout so no other operation runs in between.
+    pub async fn restart_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
         let mut vm = self.vm_record(name)?;
+        if vm.state == VmState::Running {
+            vm = self.stop_locked(vm, events).await?;
+        }
+        self.start_locked(vm, events).await
+    }
+
+    /// Changes the vCPU count and memory of a VM that is not running; they
+    /// apply from its next boot.
+    pub async fn set_vm(&self, name: &str, request: &SetVmRequest) -> ApiResult<VmRecord> {
+        let _guard = self.vm_lock(name).await;
+        let mut vm = self.vm_record(name)?;
+        if request.vcpus.is_none() && request.memory_mib.is_none() {
+            return Err(
+                ApiError::invalid(format!("nothing to change on VM {name:?}"))
+                    .hint("pass --vcpu N and/or --memory MIB"),
+            );
+        }
+        if !vm.state.can_start() {
+            return Err(ApiError::conflict(format!(
+                "VM {name:?} is {}; its size changes only while it is stopped",
+                vm.state
+            ))
+            .hint(format!("stop it first with `banger vm stop {name}`")));
+        }
+        let spec = VmSpec {
+            vcpus: request.vcpus.unwrap_or(vm.spec.vcpus),
+            memory_mib: request.memory_mib.unwrap_or(vm.spec.memory_mib),
+            disk_size_bytes: vm.spec.disk_size_bytes,
+        };
+        validate_spec(&spec)?;
+        self.store().set_vm_spec(&vm.id, &spec)?;
+        vm.spec = spec;
+        tracing::info!(vm = %name, vcpus = vm.spec.vcpus, memory_mib = vm.spec.memory_mib, "VM resized");
+        Ok(vm)
+    }
+
+    async fn start_locked(&self, mut vm: VmRecord, events: &Events) -> ApiResult<VmRecord> {
+        let name = vm.name.clone();
         if vm.state == VmState::Running {
             return Err(ApiError::conflict(format!(
                 "VM {name:?} is already running"
@@ -185,7 +231,12 @@ impl Daemon {
     /// when it does not, the VMM is stopped. The disks stay.
     pub async fn stop_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
         let _guard = self.vm_lock(name).await;
-        let mut vm = self.vm_record(name)?;
+        let vm = self.vm_record(name)?;
+        self.stop_locked(vm, events).await
+    }
+
+    async fn stop_locked(&self, mut vm: VmRecord, events: &Events) -> ApiResult<VmRecord> {
+        let name = vm.name.clone();
         if vm.state != VmState::Running {
             return Err(ApiError::conflict(format!(
                 "VM {name:?} is {}, not running",
@@ -260,25 +311,7 @@ impl Daemon {
             memory_mib: request.memory_mib.unwrap_or(defaults.memory_mib),
             disk_size_bytes: request.disk_size_bytes.unwrap_or(defaults.disk_size_bytes),
         };
-        if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
-            return Err(
-                ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
-                    .hint(format!("use 1 to {MAX_VCPUS} vCPUs")),
-            );
-        }
-        if spec.memory_mib < MIN_MEMORY_MIB {
-            return Err(
-                ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
-                    .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
-            );
-        }
-        if spec.disk_size_bytes < MIN_DISK_BYTES {
-            return Err(ApiError::invalid(format!(
-                "invalid disk size {}",
-                format_size(spec.disk_size_bytes)
-            ))
-            .hint("use at least 64M"));
-        }
+        validate_spec(&spec)?;
         Ok(spec)
     }
 
@@ -659,6 +692,30 @@ fn host_memory_mib() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// Checks a VM's size against banger's limits.
+fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
+    if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
+        return Err(
+            ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
+                .hint(format!("use 1 to {MAX_VCPUS} vCPUs")),
+        );
+    }
+    if spec.memory_mib < MIN_MEMORY_MIB {
+        return Err(
+            ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
+                .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
+        );
+    }
+    if spec.disk_size_bytes < MIN_DISK_BYTES {
+        return Err(ApiError::invalid(format!(
+            "invalid disk size {}",
+            format_size(spec.disk_size_bytes)
+        ))
+        .hint("use at least 64M"));
+    }
+    Ok(())
 }
 
 /// The kernel image QEMU boots, or an error that says how to get one.

@@ -1,4 +1,4 @@
-use banger_api::{CreateVmRequest, Event, VmRecord};
+use banger_api::{CreateVmRequest, Event, SetVmRequest, VmRecord, VmState};
 use banger_model::{format_size, parse_size};
 use clap::{Args, Subcommand};
 use hyper::Method;
@@ -17,6 +17,16 @@ pub enum VmCommand {
     Start { names: Vec<String> },
     /// Stop running VMs; their disks stay.
     Stop { names: Vec<String> },
+    /// Stop VMs that run and boot them again.
+    Restart { names: Vec<String> },
+    /// Change the vCPU count or memory of a stopped VM, for its next boot.
+    Set(SetArgs),
+    /// Delete every VM that is stopped or failed.
+    Prune {
+        /// Delete without asking.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Delete VMs and their disks, stopping them first.
     #[command(alias = "rm")]
     Delete { names: Vec<String> },
@@ -105,6 +115,17 @@ pub struct CreateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SetArgs {
+    name: String,
+    /// Number of vCPUs.
+    #[arg(long)]
+    vcpu: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+}
+
+#[derive(Args, Debug)]
 pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -122,49 +143,31 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
             println!("{}", vm.name);
             Ok(0)
         }
-        VmCommand::Start { names } => {
-            each(names, "start", |c, n| async move {
-                c.stream::<VmRecord>(
-                    Method::POST,
-                    &format!("/vms/{n}/start"),
-                    None::<&()>,
-                    progress,
+        VmCommand::Start { names } => each(names, "start").await,
+        VmCommand::Stop { names } => each(names, "stop").await,
+        VmCommand::Restart { names } => each(names, "restart").await,
+        VmCommand::Set(args) => {
+            let client = Client::connect().await?;
+            let request = SetVmRequest {
+                vcpus: args.vcpu,
+                memory_mib: args.memory,
+            };
+            let vm: VmRecord = client
+                .request(
+                    Method::PATCH,
+                    &format!("/vms/{}", args.name),
+                    Some(&request),
                 )
-                .await
-            })
-            .await
+                .await?;
+            eprintln!(
+                "{}: {} vcpu · {} MiB from its next boot",
+                vm.name, vm.spec.vcpus, vm.spec.memory_mib
+            );
+            Ok(0)
         }
-        VmCommand::Stop { names } => {
-            each(names, "stop", |c, n| async move {
-                c.stream::<VmRecord>(
-                    Method::POST,
-                    &format!("/vms/{n}/stop"),
-                    None::<&()>,
-                    progress,
-                )
-                .await
-            })
-            .await
-        }
-        VmCommand::Delete { names } => {
-            each(names, "delete", |c, n| async move {
-                c.stream::<VmRecord>(Method::DELETE, &format!("/vms/{n}"), None::<&()>, progress)
-                    .await
-            })
-            .await
-        }
-        VmCommand::Kill { names } => {
-            each(names, "kill", |c, n| async move {
-                c.stream::<VmRecord>(
-                    Method::POST,
-                    &format!("/vms/{n}/kill"),
-                    None::<&()>,
-                    progress,
-                )
-                .await
-            })
-            .await
-        }
+        VmCommand::Prune { force } => prune(force).await,
+        VmCommand::Delete { names } => each(names, "delete").await,
+        VmCommand::Kill { names } => each(names, "kill").await,
         VmCommand::Logs { name, follow } => {
             let client = Client::connect().await?;
             client
@@ -184,12 +187,53 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
     }
 }
 
-/// Applies one operation to several VMs concurrently; reports every failure.
-async fn each<F, Fut>(names: Vec<String>, verb: &str, operation: F) -> Result<u8, Failure>
-where
-    F: Fn(std::sync::Arc<Client>, String) -> Fut,
-    Fut: std::future::Future<Output = Result<VmRecord, CliError>> + Send + 'static,
-{
+/// `banger vm prune`: deletes the VMs that are stopped or failed, after
+/// asking on a terminal unless `force`.
+async fn prune(force: bool) -> Result<u8, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let client = Client::connect().await?;
+    let vms: Vec<VmRecord> = client.get("/vms").await?;
+    let names: Vec<String> = vms
+        .into_iter()
+        .filter(|vm| matches!(vm.state, VmState::Stopped | VmState::Error))
+        .map(|vm| vm.name)
+        .collect();
+    if names.is_empty() {
+        eprintln!("no stopped or failed VMs to delete");
+        return Ok(0);
+    }
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::invalid(format!(
+                "refusing to delete {} VM(s) without confirmation: {}",
+                names.len(),
+                names.join(", ")
+            ))
+            .hint("pass --force to delete them without asking")
+            .into());
+        }
+        eprint!(
+            "delete {} VM(s) and their disks: {}? [y/N] ",
+            names.len(),
+            names.join(", ")
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| CliError::local("failed to read the answer").cause(e.to_string()))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing deleted");
+            return Ok(1);
+        }
+    }
+    each(names, "delete").await
+}
+
+/// Applies one lifecycle operation (`POST /vms/NAME/VERB`, or `DELETE /vms/NAME`
+/// for delete) to several VMs concurrently; reports every failure.
+async fn each(names: Vec<String>, verb: &'static str) -> Result<u8, Failure> {
     if names.is_empty() {
         return Err(CliError::invalid(format!("no VM named to {verb}"))
             .hint(format!(
@@ -200,17 +244,27 @@ where
     let client = std::sync::Arc::new(Client::connect().await?);
     let tasks: Vec<_> = names
         .iter()
-        .map(|name| tokio::spawn(operation(client.clone(), name.clone())))
+        .map(|name| {
+            let client = client.clone();
+            let (method, path) = match verb {
+                "delete" => (Method::DELETE, format!("/vms/{name}")),
+                _ => (Method::POST, format!("/vms/{name}/{verb}")),
+            };
+            tokio::spawn(async move {
+                client
+                    .stream::<VmRecord>(method, &path, None::<&()>, progress)
+                    .await
+            })
+        })
         .collect();
     let mut failed = 0;
-    for (name, task) in names.iter().zip(tasks) {
+    for task in tasks {
         match task.await.expect("task not cancelled") {
             Ok(vm) if verb == "delete" => eprintln!("{}: deleted", vm.name),
             Ok(vm) => eprintln!("{}: {}", vm.name, vm.state),
             Err(error) => {
                 crate::render::print_error(&error);
                 failed += 1;
-                let _ = name;
             }
         }
     }

@@ -5,8 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use banger_api::{ErrorKind, VmRecord, Workspace};
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::Method;
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,7 +12,7 @@ use super::archive::{ArchiveError, ChunkWriter, Manifest, write_archive};
 use super::git::{GitError, HostRepo, path_bytes};
 use super::script::{PREPARE, sh_argv};
 use super::{display_path, short};
-use crate::client::{Client, error_from};
+use crate::client::Client;
 use crate::remote::{self, Input, Output, RemoteCommand, cli_error};
 use crate::render::{CliError, progress};
 
@@ -336,26 +334,13 @@ fn check_completion(stdout: &[u8], head: Option<&str>) -> Result<(), PrepareErro
 
 /// Records the workspace on the VM (`PUT /v1/vms/{name}/workspace`).
 async fn record(client: &Client, vm: &str, workspace: &Workspace) -> Result<VmRecord, CliError> {
-    let body = serde_json::to_vec(workspace).expect("workspace serialises");
-    let response = client
-        .send(
+    client
+        .request(
             Method::PUT,
             &format!("/vms/{vm}/workspace"),
-            Some(body),
-            None,
+            Some(workspace),
         )
-        .await?;
-    if !response.status().is_success() {
-        return Err(error_from(response).await);
-    }
-    let bytes: Bytes = response
-        .into_body()
-        .collect()
         .await
-        .map_err(|e| CliError::local("failed to read the daemon's response").cause(e.to_string()))?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CliError::local("the daemon sent an invalid response").cause(e.to_string()))
 }
 
 #[cfg(test)]
