@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{UserEnv, skip_reason};
 
 macro_rules! require_e2e {
@@ -256,6 +258,26 @@ fn is_vmm(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|comm| comm.starts_with("qemu"))
         .unwrap_or(false)
+}
+
+#[test]
+fn vm_run_without_command_on_a_terminal_opens_a_shell() {
+    require_e2e!();
+    let env = UserEnv::shared();
+    let mut session = env.on_terminal(&["vm", "run", "--name", "shell"]);
+    let at = session.expect("root@", 0, Duration::from_secs(300));
+    session.send("echo in-$((6*7)) $(pwd); exit 3\r");
+    let (code, screen) = session.finish(Duration::from_secs(60));
+    assert_eq!(code, 3, "the shell's exit code comes back:\n{screen}");
+    assert!(screen[at..].contains("in-42 /root"), "{screen}");
+    assert!(
+        screen.contains("VM shell is still running"),
+        "no reminder that the VM runs on:\n{screen}"
+    );
+    let vms = env.vms_json();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0]["state"], "running");
+    env.ok(&["vm", "delete", "shell"]);
 }
 
 /// Unpacks the test kernel package; None when BANGER_TEST_KERNEL_DIR holds

@@ -310,9 +310,14 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
     }
     let client = Client::connect().await.map_err(fail)?;
     let vm = create(&client, &args.spec, false).await.map_err(fail)?;
+    let shell = args.command.is_empty() && !args.detach && super::workspace::interactive_session();
     let outcome = if let Some(path) = &args.path {
-        let result = super::workspace::run_in_new_vm(&client, &vm.name, path, args.command).await;
+        let result =
+            super::workspace::run_in_new_vm(&client, &vm.name, path, args.command, shell).await;
         result.map_err(|failure| failure.error)
+    } else if shell {
+        let shell = super::workspace::shell_in_new_vm(&client, &vm.name).await;
+        shell.map_err(|failure| failure.error)
     } else if args.command.is_empty() {
         eprintln!(
             "VM {} is running; run commands with `banger vm exec {} -- CMD`",
@@ -324,6 +329,9 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
             .await
             .map(|status| exit_code(&status))
     };
+    if shell && !args.rm {
+        super::workspace::remind_running(&vm.name);
+    }
     if args.rm {
         let deleted: Result<VmRecord, CliError> = client
             .stream(

@@ -147,12 +147,14 @@ pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
 }
 
 /// `banger vm run PATH [-- CMD]`, after the VM booted: prepares the
-/// workspace from PATH and runs CMD in it. Without CMD it only prepares.
+/// workspace from PATH and runs CMD in it. Without CMD it opens a login
+/// shell there when `shell` is set, and otherwise only prepares.
 pub async fn run_in_new_vm(
     client: &Client,
     vm: &str,
     path: &Path,
     command: Vec<String>,
+    shell: bool,
 ) -> Result<u8, Failure> {
     let request = PrepareRequest {
         vm: vm.to_string(),
@@ -164,6 +166,16 @@ pub async fn run_in_new_vm(
         .await
         .map_err(banger_failed)?;
     if command.is_empty() {
+        if shell {
+            return run_command(
+                client,
+                vm,
+                DEFAULT_GUEST_PATH.to_string(),
+                login_shell(),
+                true,
+            )
+            .await;
+        }
         eprintln!(
             "VM {vm} is running with its workspace in {DEFAULT_GUEST_PATH}; run commands there with `banger vm exec {vm} -- CMD`"
         );
@@ -171,6 +183,44 @@ pub async fn run_in_new_vm(
     }
     let tty = want_tty(false, false);
     run_command(client, vm, DEFAULT_GUEST_PATH.to_string(), command, tty).await
+}
+
+/// Opens a login shell in the guest's home directory, for `banger vm run`
+/// without a command on a terminal.
+pub async fn shell_in_new_vm(client: &Client, vm: &str) -> Result<u8, Failure> {
+    run_command(
+        client,
+        vm,
+        DEFAULT_EXEC_DIR.to_string(),
+        login_shell(),
+        true,
+    )
+    .await
+}
+
+/// Returns whether `vm run` without a command opens a shell, which it does
+/// only when standard input and standard output are both terminals.
+pub fn interactive_session() -> bool {
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+/// Returns the command for the guest's bash as a login shell, or sh where
+/// bash is missing.
+fn login_shell() -> Vec<String> {
+    [
+        "sh",
+        "-c",
+        "if command -v bash >/dev/null; then exec bash -l; fi; exec sh -l",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Tells the user that the VM runs on after an interactive session ended.
+pub fn remind_running(vm: &str) {
+    eprintln!(
+        "VM {vm} is still running: `banger vm ssh {vm}` or `banger vm exec {vm} -- CMD` to use it, `banger vm stop {vm}` to stop it"
+    );
 }
 
 /// Runs `command` in `cwd` through [`EXEC_WRAPPER`] with this process's

@@ -194,3 +194,125 @@ impl std::fmt::Display for Run {
         )
     }
 }
+
+/// A banger process whose standard streams are a new pseudo-terminal, as in
+/// an interactive session.
+pub struct TerminalSession {
+    child: std::process::Child,
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UserEnv {
+    /// Starts banger with a pseudo-terminal as its controlling terminal and
+    /// its standard input, output and error.
+    pub fn on_terminal(&self, args: &[&str]) -> TerminalSession {
+        use std::os::unix::process::CommandExt;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut command = self.command(args);
+        command
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("banger starts");
+        drop(command);
+
+        let master = std::fs::File::from(pty.master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut source = master.try_clone().unwrap();
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            // The read fails with EIO once no process has the terminal open.
+            while let Ok(n) = source.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        TerminalSession {
+            child,
+            master,
+            output,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl TerminalSession {
+    /// Returns everything the terminal showed so far.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the terminal shows `text` after byte `from` of the
+    /// output, and returns the offset just past it.
+    pub fn expect(&self, text: &str, from: usize, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let output = self.output.lock().unwrap();
+                if let Some(at) = output[from.min(output.len())..]
+                    .windows(text.len())
+                    .position(|window| window == text.as_bytes())
+                {
+                    return from + at + text.len();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the terminal did not show {text:?} within {timeout:?}; it shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Types `text` on the terminal.
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Waits for banger to exit and returns its exit code and the whole
+    /// terminal output.
+    pub fn finish(mut self, timeout: std::time::Duration) -> (i32, String) {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "banger did not exit within {timeout:?}; the terminal shows:\n{}",
+                    self.screen()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // The reader ends when no process has the terminal open. A process
+        // that banger left behind with it open delays that by up to 5 s.
+        let reader = self.reader.take().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !reader.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let screen = String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned();
+        (status.code().unwrap_or(-1), screen)
+    }
+}
