@@ -39,6 +39,7 @@
 
 pub mod network;
 pub mod paths;
+pub mod units;
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use banger_api::DoctorCheck;
+use banger_api::{DoctorCheck, units};
 
 use crate::daemon::Daemon;
 
@@ -19,6 +19,7 @@ pub async fn doctor(State(daemon): State<Arc<Daemon>>) -> Json<Vec<DoctorCheck>>
     checks.push(daemon.firecracker_probe_check().await);
     checks.push(daemon.probe_check().await);
     checks.push(daemon.network_check());
+    checks.push(unit_check(Path::new("/")));
     for (label, dir) in [
         ("disk space (state)", &daemon.paths.state_dir),
         ("disk space (cache)", &daemon.paths.cache_dir),
@@ -38,6 +39,51 @@ pub async fn doctor(State(daemon): State<Arc<Daemon>>) -> Json<Vec<DoctorCheck>>
         Err(e) => DoctorCheck::fail("guest agent", e.to_string(), e.0.hint.clone()),
     });
     Json(checks)
+}
+
+/// Checks that installed systemd units keep the settings that confine them
+/// and keep VMs running across a unit restart. Absent units pass: banger
+/// also runs without them.
+fn unit_check(root: &Path) -> DoctorCheck {
+    const LABEL: &str = "systemd units";
+    let dir = root.join(units::UNIT_DIR);
+    let mut installed = Vec::new();
+    let mut problems = Vec::new();
+    for unit in [units::ROOT_UNIT, units::DAEMON_UNIT] {
+        let path = dir.join(unit);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                installed.push(unit);
+                let missing = units::missing_settings(unit, &text);
+                if !missing.is_empty() {
+                    problems.push(format!("{} lacks {}", path.display(), missing.join(", ")));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    if !problems.is_empty() {
+        return DoctorCheck::warn(
+            LABEL,
+            problems.join("; "),
+            Some("run `sudo banger system install --owner USER` again to rewrite the units".into()),
+        );
+    }
+    if installed.is_empty() {
+        DoctorCheck::ok(
+            LABEL,
+            "not installed (`banger system install` sets them up)",
+        )
+    } else {
+        DoctorCheck::ok(
+            LABEL,
+            format!(
+                "{} keep KillMode=process and their hardening",
+                installed.join(" and ")
+            ),
+        )
+    }
 }
 
 fn kvm_access() -> DoctorCheck {
@@ -185,5 +231,74 @@ impl Daemon {
                 Some("run on a host with hardware virtualization for KVM speed".into()),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_api::DoctorStatus;
+
+    fn write_unit(root: &Path, unit: &str, text: &str) {
+        let dir = root.join(units::UNIT_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(unit), text).unwrap();
+    }
+
+    const HARDENED: &str = "[Service]\nNoNewPrivileges=yes\nProtectSystem=strict\nRestrictSUIDSGID=yes\nLockPersonality=yes\nKillMode=process\n";
+
+    #[test]
+    fn absent_units_pass() {
+        let root = tempfile::tempdir().unwrap();
+        let check = unit_check(root.path());
+        assert_eq!(check.status, DoctorStatus::Ok);
+        assert!(check.detail.contains("not installed"), "{}", check.detail);
+    }
+
+    #[test]
+    fn hardened_units_pass() {
+        let root = tempfile::tempdir().unwrap();
+        write_unit(
+            root.path(),
+            units::ROOT_UNIT,
+            &format!("{HARDENED}SendSIGKILL=no\n"),
+        );
+        write_unit(root.path(), units::DAEMON_UNIT, HARDENED);
+        let check = unit_check(root.path());
+        assert_eq!(check.status, DoctorStatus::Ok, "{}", check.detail);
+    }
+
+    #[test]
+    fn weakened_unit_warns_with_the_setting() {
+        let root = tempfile::tempdir().unwrap();
+        write_unit(root.path(), units::ROOT_UNIT, HARDENED);
+        write_unit(
+            root.path(),
+            units::DAEMON_UNIT,
+            &HARDENED.replace("KillMode=process", "KillMode=mixed"),
+        );
+        let check = unit_check(root.path());
+        assert_eq!(check.status, DoctorStatus::Warn);
+        assert!(
+            check
+                .detail
+                .contains("banger-root.service lacks SendSIGKILL=no"),
+            "{}",
+            check.detail
+        );
+        assert!(
+            check
+                .detail
+                .contains("bangerd.service lacks KillMode=process"),
+            "{}",
+            check.detail
+        );
+        assert!(
+            check
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("banger system install")
+        );
     }
 }

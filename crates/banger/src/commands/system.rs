@@ -14,9 +14,7 @@ use clap::{Args, Subcommand};
 use super::Failure;
 use crate::render::CliError;
 
-pub const ROOT_UNIT: &str = "banger-root.service";
-pub const DAEMON_UNIT: &str = "bangerd.service";
-const UNIT_DIR: &str = "etc/systemd/system";
+pub use banger_api::units::{DAEMON_UNIT, ROOT_UNIT, UNIT_DIR};
 const ROOT_CONFIG: &str = "etc/banger/root.toml";
 
 #[derive(Subcommand, Debug)]
@@ -313,6 +311,20 @@ mod tests {
         }
         assert!(unit.contains("-/home/dev/.local/state/banger"), "{unit}");
         assert!(!unit.contains("SendSIGKILL"), "{unit}");
+    }
+
+    #[test]
+    fn written_units_pass_the_doctor_check() {
+        let root = root_unit(Path::new("/usr/local/bin"));
+        assert_eq!(
+            banger_api::units::missing_settings(ROOT_UNIT, &root),
+            Vec::<String>::new()
+        );
+        let daemon = daemon_unit(Path::new("/usr/local/bin"), &owner());
+        assert_eq!(
+            banger_api::units::missing_settings(DAEMON_UNIT, &daemon),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
