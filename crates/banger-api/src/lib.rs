@@ -15,6 +15,7 @@
 //! | `POST /vms/{name}/stop`       |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/restart`    |                      | event stream, `VmRecord`    |
 //! | `PATCH /vms/{name}`           | [`SetVmRequest`]     | `VmRecord`                  |
+//! | `GET /vms/{name}/stats`       |                      | [`VmStats`]                 |
 //! | `DELETE /vms/{name}`          |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/kill`       |                      | event stream, `VmRecord`    |
 //! | `POST /vms/{name}/exec`       | upgrade `banger-exec`| agent frames both ways      |
@@ -58,6 +59,54 @@ pub const OPERATION_HEADER: &str = "x-banger-operation";
 pub struct Health {
     pub version: String,
     pub pid: u32,
+}
+
+/// Resource use of one VM (`GET /vms/{name}/stats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    pub name: String,
+    pub state: VmState,
+    /// Bytes the VM's disk files take on the host (sparse files count only
+    /// what is allocated).
+    pub disk_allocated_bytes: u64,
+    /// The VMM process, while the VM runs.
+    pub vmm: Option<VmmStats>,
+    /// Figures from inside the guest, while the VM runs and its agent answers.
+    pub guest: Option<GuestStats>,
+    /// Why `guest` is absent although the VM runs.
+    pub guest_error: Option<String>,
+}
+
+/// The host's view of a VMM process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmmStats {
+    pub pid: u32,
+    /// Time since the VMM started.
+    pub uptime_seconds: f64,
+    /// CPU time (user and system) the VMM used since it started.
+    pub cpu_seconds: f64,
+    /// Resident memory of the VMM process.
+    pub rss_bytes: u64,
+}
+
+/// The guest's own figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestStats {
+    pub uptime_seconds: f64,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    /// Usage of the file systems on `/` and on `/root` (the work disk).
+    pub filesystems: Vec<FilesystemStats>,
+}
+
+/// Size and usage of one guest file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesystemStats {
+    pub mount: String,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
 }
 
 /// New size for a stopped VM; absent fields keep their value.

@@ -138,6 +138,9 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert_ne!(stopped.code, 0, "{stopped}");
     assert!(stopped.stderr.contains("\"dev\" is stopped"), "{stopped}");
     assert!(stopped.stderr.contains("banger vm start dev"), "{stopped}");
+    let stats = env.ok(&["vm", "stats", "dev"]);
+    assert!(stats.stdout.starts_with("dev · stopped\n"), "{stats}");
+    assert!(!stats.stdout.contains("vmm"), "{stats}");
 
     // A stopped VM takes a new size for its next boot; a running one refuses.
     let set = env.ok(&["vm", "set", "dev", "--vcpu", "3", "--memory", "1536"]);
@@ -171,6 +174,29 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert!(
         (1024 * 1024..=1536 * 1024).contains(&mem_kib),
         "the guest sees {mem_kib} KiB:\n{size}"
+    );
+
+    // Stats come from the VMM process and from inside the guest.
+    let stats = env.ok(&["vm", "stats", "dev"]);
+    assert!(stats.stdout.starts_with("dev · running\n"), "{stats}");
+    for part in [
+        "  vmm     pid ",
+        "  guest   up ",
+        "  /root   ",
+        "allocated on the host",
+    ] {
+        assert!(stats.stdout.contains(part), "no {part:?} in:\n{stats}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["vm", "stats", "dev", "--json"]).stdout).unwrap();
+    assert_eq!(
+        json["guest"]["memory_total_bytes"].as_u64(),
+        Some(mem_kib * 1024),
+        "{json}"
+    );
+    assert!(
+        json["vmm"]["rss_bytes"].as_u64().unwrap() > 64 << 20,
+        "{json}"
     );
 
     // Restart keeps the disks; the guest boots again.

@@ -20,6 +20,7 @@ mod reconcile;
 mod routes;
 mod server;
 mod ssh;
+mod stats;
 mod vms;
 mod workspace;
 

@@ -29,6 +29,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/vms/{name}", get(show_vm).delete(delete_vm).patch(set_vm))
         .route("/vms/{name}/start", post(start_vm))
         .route("/vms/{name}/restart", post(restart_vm))
+        .route("/vms/{name}/stats", get(crate::stats::stats))
         .route("/vms/{name}/stop", post(stop_vm))
         .route("/vms/{name}/exec", post(crate::exec::exec))
         .route("/vms/{name}/logs", get(crate::logs::logs))

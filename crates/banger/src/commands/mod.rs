@@ -5,6 +5,7 @@ mod doctor;
 mod image;
 mod kernel;
 mod ssh;
+mod stats;
 mod system;
 mod vm;
 mod workspace;

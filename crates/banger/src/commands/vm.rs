@@ -53,6 +53,13 @@ pub enum VmCommand {
     Ssh(super::ssh::SshArgs),
     /// List a VM's listening TCP and UDP ports.
     Ports { name: String },
+    /// Show what a VM uses: VMM CPU and memory, guest load, memory and disks.
+    Stats {
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -178,6 +185,7 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
         VmCommand::List(args) => list(args).await.map_err(Failure::from),
         VmCommand::Ssh(args) => super::ssh::ssh(args).await,
         VmCommand::Ports { name } => super::ssh::ports(name).await,
+        VmCommand::Stats { name, json } => super::stats::stats(name, json).await,
         VmCommand::Show { name } => {
             let client = Client::connect().await?;
             let vm: VmRecord = client.get(&format!("/vms/{name}")).await?;
