@@ -106,3 +106,30 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 pub fn progress(message: &str) {
     eprintln!("» {message}");
 }
+
+/// Formats a byte count with a binary unit and one decimal.
+pub fn human_bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if count < 1024 {
+        return format!("{count} B");
+    }
+    let mut value = count as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod byte_tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_scale_by_1024() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

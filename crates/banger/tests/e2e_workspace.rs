@@ -223,6 +223,18 @@ fn workspace_life_cycle_in_one_vm() {
         "HEAD",
     ]);
     assert_eq!(synced.stdout.trim(), second, "{synced}");
+    // Only the commit after the recorded one travelled.
+    assert!(
+        synced
+            .stderr
+            .contains(&format!("of commits after {}", short(&head))),
+        "{synced}"
+    );
+    let count = env.ok(&[
+        "vm", "exec", "dev", "--", "git", "rev-list", "--count", "HEAD",
+    ]);
+    assert_eq!(count.stdout.trim(), "2", "{count}");
+    env.ok(&["vm", "exec", "dev", "--", "git", "fsck", "--no-progress"]);
     let quiet = env.ok(&["vm", "exec", "dev", "--", "cat", "tracked.txt"]);
     assert_eq!(quiet.stdout, "tracked v2\n");
     assert!(!quiet.stderr.contains("warning"), "{quiet}");

@@ -4,6 +4,7 @@ use banger_api::VmStats;
 
 use super::Failure;
 use crate::client::Client;
+use crate::render::human_bytes as bytes;
 
 pub async fn stats(name: String, json: bool) -> Result<u8, Failure> {
     let client = Client::connect().await?;
@@ -73,21 +74,6 @@ fn render(stats: &VmStats) -> String {
     text
 }
 
-/// Formats a byte count with a binary unit and one decimal.
-fn bytes(count: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if count < 1024 {
-        return format!("{count} B");
-    }
-    let mut value = count as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// Formats seconds as `1h02m`, `3m05s` or `42s`.
 fn duration(seconds: f64) -> String {
     let total = seconds.max(0.0) as u64;
@@ -108,9 +94,6 @@ mod tests {
 
     #[test]
     fn units_scale() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
         assert_eq!(duration(42.9), "42s");
         assert_eq!(duration(185.0), "3m05s");
         assert_eq!(duration(3720.0), "1h02m");

@@ -118,20 +118,38 @@ impl HostRepo {
         Ok(files)
     }
 
-    /// Writes a bundle with the history of HEAD to `target`.
-    pub fn create_bundle(&self, target: &Path) -> Result<(), GitError> {
-        let args = [
+    /// Writes a bundle with the history of HEAD to `target`. With `base` it
+    /// holds only the commits that `base` does not reach, so the receiver
+    /// needs `base` already.
+    pub fn create_bundle(&self, target: &Path, base: Option<&str>) -> Result<(), GitError> {
+        let exclude = base.map(|base| format!("^{base}"));
+        let mut args = vec![
             os("bundle"),
             os("create"),
             os("-q"),
             target.as_os_str(),
             os("HEAD"),
         ];
+        if let Some(exclude) = &exclude {
+            args.push(os(exclude));
+        }
         run_tool("git", &args, &self.root, &[]).map_err(|source| GitError::Git {
             path: self.root.clone(),
             source,
         })?;
         Ok(())
+    }
+
+    /// Returns whether `commit` names a commit in this repository.
+    pub fn has_commit(&self, commit: &str) -> Result<bool, GitError> {
+        let spec = format!("{commit}^{{commit}}");
+        let args = [os("rev-parse"), os("-q"), os("--verify"), os(&spec)];
+        run_tool("git", &args, &self.root, &[1])
+            .map(|output| output.code == 0)
+            .map_err(|source| GitError::Git {
+                path: self.root.clone(),
+                source,
+            })
     }
 
     fn git(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {

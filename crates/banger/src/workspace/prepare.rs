@@ -14,7 +14,7 @@ use super::script::{PREPARE, sh_argv};
 use super::{display_path, short};
 use crate::client::Client;
 use crate::remote::{self, Input, Output, RemoteCommand, cli_error};
-use crate::render::{CliError, progress};
+use crate::render::{CliError, human_bytes, progress};
 
 /// Room left on top of the estimate, in bytes, for git's own files.
 const SPACE_MARGIN: u64 = 4 << 20;
@@ -103,14 +103,14 @@ pub async fn prepare(
         cli_error(ErrorKind::Invalid, &e).hint("pass an absolute path such as /root/repo")
     })?;
     // The VM must exist; a stopped VM is rejected by the exec route below.
-    let _vm: VmRecord = client.get(&format!("/vms/{}", request.vm)).await?;
+    let vm: VmRecord = client.get(&format!("/vms/{}", request.vm)).await?;
     let (repo, manifest) = inspect(request.path.clone(), request.include_untracked).await?;
     if dry_run {
         print_file_list(&manifest)?;
         eprintln!(
             "dry run: {} files ({}) from {} at {} would be copied to {}:{}",
             manifest.files.len(),
-            banger_model::format_size(manifest.bytes),
+            human_bytes(manifest.bytes),
             display_path(&repo.root),
             describe_head(&repo),
             request.vm,
@@ -119,34 +119,112 @@ pub async fn prepare(
         return Ok(None);
     }
 
-    let bundle_dir = tempfile::Builder::new()
-        .prefix("banger-bundle")
-        .tempdir()
-        .map_err(|e| cli_error(ErrorKind::Internal, &PrepareError::TempDir(e)))?;
-    let bundle = match repo.head {
-        Some(_) => {
-            let path = bundle_dir.path().join("head.bundle");
-            let (repo, target) = (repo.clone(), path.clone());
-            blocking(move || repo.create_bundle(&target)).await?;
-            Some(path)
+    // A VM that has this workspace already has most of the history: only
+    // the commits after its recorded HEAD travel, unless the guest copy
+    // turns out to lack that commit.
+    let base = match vm.workspace.as_ref() {
+        Some(workspace) if workspace.guest_path == request.guest_path && repo.head.is_some() => {
+            match workspace.head.clone() {
+                Some(head) => {
+                    let (repo, commit) = (repo.clone(), head.clone());
+                    let known = tokio::task::spawn_blocking(move || repo.has_commit(&commit))
+                        .await
+                        .unwrap_or(Ok(false));
+                    known.map_err(git_error)?.then_some(head)
+                }
+                None => None,
+            }
         }
-        None => None,
+        _ => None,
     };
-    let bundle_bytes = match &bundle {
-        Some(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        None => 0,
-    };
-    // The extracted tree, the bundle, and the pack fetched from it.
-    let need_kib = (manifest.disk_bytes + 2 * bundle_bytes + SPACE_MARGIN).div_ceil(1024);
     progress(&format!(
         "copying {} files ({}) from {} at {} to {}:{}",
         manifest.files.len(),
-        banger_model::format_size(manifest.bytes),
+        human_bytes(manifest.bytes),
         display_path(&repo.root),
         describe_head(&repo),
         request.vm,
         request.guest_path,
     ));
+    let mut finished = send(client, request, &repo, &manifest, base.as_deref()).await?;
+    if base.is_some() && finished.code == BASE_MISSING {
+        progress("the guest copy lacks its recorded commit; sending the whole history");
+        finished = send(client, request, &repo, &manifest, None).await?;
+    }
+    if finished.code != 0 {
+        return Err(classify(request, finished.code, finished.stderr).into_cli());
+    }
+    check_completion(&finished.stdout, repo.head.as_deref()).map_err(PrepareError::into_cli)?;
+
+    let workspace = Workspace {
+        guest_path: request.guest_path.clone(),
+        host_path: repo.root.display().to_string(),
+        head: repo.head.clone(),
+        branch: repo.branch.clone(),
+        include_untracked: request.include_untracked,
+        // The daemon stamps the time when it records the workspace.
+        prepared_at: String::new(),
+    };
+    let recorded = record(client, &request.vm, &workspace).await?;
+    let workspace = recorded.workspace.unwrap_or(workspace);
+    progress(&format!(
+        "workspace ready: {}:{} at {}",
+        request.vm,
+        request.guest_path,
+        describe_head(&repo)
+    ));
+    Ok(Some(workspace))
+}
+
+/// Exit code of [`PREPARE`] when the earlier workspace lacks the base commit.
+const BASE_MISSING: i32 = 9;
+
+/// Exit code and output of the guest script.
+struct ScriptOutcome {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Streams the archive (the files and a bundle of the history after `base`,
+/// or all of it) into the guest's prepare script.
+async fn send(
+    client: &Client,
+    request: &PrepareRequest,
+    repo: &HostRepo,
+    manifest: &Manifest,
+    base: Option<&str>,
+) -> Result<ScriptOutcome, CliError> {
+    let bundle_dir = tempfile::Builder::new()
+        .prefix("banger-bundle")
+        .tempdir()
+        .map_err(|e| cli_error(ErrorKind::Internal, &PrepareError::TempDir(e)))?;
+    // With HEAD at the base, the guest has every object already.
+    let bundle = match (&repo.head, base) {
+        (Some(head), Some(base)) if head == base => None,
+        (Some(_), _) => {
+            let path = bundle_dir.path().join("head.bundle");
+            let (repo, target, base) = (repo.clone(), path.clone(), base.map(str::to_owned));
+            blocking(move || repo.create_bundle(&target, base.as_deref())).await?;
+            Some(path)
+        }
+        (None, _) => None,
+    };
+    let bundle_bytes = match &bundle {
+        Some(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        None => 0,
+    };
+    match base {
+        Some(base) => progress(&format!(
+            "history: {} of commits after {}",
+            human_bytes(bundle_bytes),
+            short(base)
+        )),
+        None if bundle.is_some() => progress(&format!("history: {}", human_bytes(bundle_bytes))),
+        None => {}
+    }
+    // The extracted tree, the bundle, and the pack fetched from it.
+    let need_kib = (manifest.disk_bytes + 2 * bundle_bytes + SPACE_MARGIN).div_ceil(1024);
 
     // NOTE: the daemon's exec relay and the agent queue `Stdin` frames
     // without a bound, so when the guest extracts slower than the archive
@@ -176,6 +254,7 @@ pub async fn prepare(
             repo.branch.clone().unwrap_or_default(),
             repo.user_name.clone().unwrap_or_default(),
             repo.user_email.clone().unwrap_or_default(),
+            base.unwrap_or_default().to_owned(),
         ],
     );
     let command = RemoteCommand {
@@ -201,30 +280,14 @@ pub async fn prepare(
             return Err(cli_error(ErrorKind::Internal, &error)
                 .hint("nothing was recorded; run the prepare again"));
         }
-        let detail = String::from_utf8_lossy(&finished.stderr).trim().to_string();
-        return Err(classify(request, code, detail).into_cli());
+    } else {
+        archived.map_err(|e| cli_error(ErrorKind::Internal, &e))?;
     }
-    archived.map_err(|e| cli_error(ErrorKind::Internal, &e))?;
-    check_completion(&finished.stdout, repo.head.as_deref()).map_err(PrepareError::into_cli)?;
-
-    let workspace = Workspace {
-        guest_path: request.guest_path.clone(),
-        host_path: repo.root.display().to_string(),
-        head: repo.head.clone(),
-        branch: repo.branch.clone(),
-        include_untracked: request.include_untracked,
-        // The daemon stamps the time when it records the workspace.
-        prepared_at: String::new(),
-    };
-    let recorded = record(client, &request.vm, &workspace).await?;
-    let workspace = recorded.workspace.unwrap_or(workspace);
-    progress(&format!(
-        "workspace ready: {}:{} at {}",
-        request.vm,
-        request.guest_path,
-        describe_head(&repo)
-    ));
-    Ok(Some(workspace))
+    Ok(ScriptOutcome {
+        code,
+        stdout: finished.stdout,
+        stderr: String::from_utf8_lossy(&finished.stderr).trim().to_string(),
+    })
 }
 
 /// Reads the host repository and the files to copy, off the async runtime.

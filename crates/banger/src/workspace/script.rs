@@ -32,9 +32,12 @@ fi
 ///
 /// Arguments: target directory, KiB needed, HEAD commit (empty for a
 /// repository without commits), branch (empty when detached), user.name,
-/// user.email. It extracts into a temporary directory next to the target
-/// and rebuilds the git repository from the bundle at the same commit and
-/// branch. `read-tree` sets only the index, so the extracted files stay as
+/// user.email, base commit (empty for a full copy). It extracts into a
+/// temporary directory next to the target and rebuilds the git repository
+/// from the bundle at the same commit and branch. With a base commit the
+/// earlier workspace at the target must have it: its objects are
+/// hard-linked into the new repository and the bundle carries only the
+/// commits after the base, or is absent when HEAD is the base. `read-tree` sets only the index, so the extracted files stay as
 /// they are. Only then does it rename the result into place, replacing an
 /// earlier workspace. On any failure the EXIT trap removes the temporary directory
 /// and the target is left as it was. The last line on success is
@@ -42,11 +45,11 @@ fi
 ///
 /// Exit codes: 3 the target exists and is no workspace, 4 not enough free
 /// space, 5 a tool is missing, 6 the bundle holds another commit, 7
-/// another prepare runs, 8 the work disk is not mounted; others come from
-/// the failed tool.
+/// another prepare runs, 8 the work disk is not mounted, 9 the earlier
+/// workspace lacks the base commit; others come from the failed tool.
 pub const PREPARE: &str = concat!(
     r#"set -eu
-target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6
+target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6 base=${7:-}
 fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
 for tool in git tar flock df; do
     command -v "$tool" >/dev/null 2>&1 || fail 5 "$tool is not installed in the guest"
@@ -61,6 +64,11 @@ mkdir -p "$parent"
 if [ -e "$target" ] || [ -L "$target" ]; then
     [ -f "$target/.git/banger-workspace" ] ||
         fail 3 "$target exists and was not made by banger vm workspace prepare"
+fi
+if [ -n "$base" ]; then
+    [ -f "$target/.git/banger-workspace" ] &&
+        git -C "$target" rev-parse -q --verify "$base^{commit}" >/dev/null ||
+        fail 9 "the workspace in $target lacks commit $base"
 fi
 # Left over from a prepare that was killed; the lock rules out a running one.
 rm -rf "$parent"/.banger-prepare.*
@@ -78,9 +86,15 @@ cd "$tmp/tree"
 if [ -n "$branch" ]; then git init -q -b "$branch"; else git init -q; fi
 [ -z "$name" ] || git config user.name "$name"
 [ -z "$email" ] || git config user.email "$email"
+# Objects are never changed in place, so the earlier copy's can be shared.
+[ -z "$base" ] || cp -al "$target/.git/objects/." .git/objects/
 if [ -n "$head" ]; then
-    git fetch -q "$tmp/head.bundle" HEAD
-    fetched=$(git rev-parse FETCH_HEAD)
+    if [ -f "$tmp/head.bundle" ]; then
+        git fetch -q "$tmp/head.bundle" HEAD
+        fetched=$(git rev-parse FETCH_HEAD)
+    else
+        fetched=$(git rev-parse -q --verify "$head^{commit}") || fetched=none
+    fi
     [ "$fetched" = "$head" ] || fail 6 "the bundle holds commit $fetched, expected $head"
     if [ -n "$branch" ]; then
         git update-ref "refs/heads/$branch" "$head"

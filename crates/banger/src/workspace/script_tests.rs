@@ -40,14 +40,29 @@ fn run_script(argv: &[String], stdin: &[u8], lock: &Path) -> ScriptRun {
 
 /// The archive and prepare arguments for `repo_dir`, as `prepare` makes them.
 fn archive_of(repo_dir: &Path, scratch: &Path, include_untracked: bool) -> (Vec<u8>, HostRepo) {
+    archive_since(repo_dir, scratch, include_untracked, None)
+}
+
+/// Like [`archive_of`], with only the history after `base` in the bundle,
+/// and no bundle when HEAD is `base`.
+fn archive_since(
+    repo_dir: &Path,
+    scratch: &Path,
+    include_untracked: bool,
+    base: Option<&str>,
+) -> (Vec<u8>, HostRepo) {
     let repo = HostRepo::open(repo_dir).unwrap();
     let manifest =
         Manifest::build(&repo.root, repo.list_files(include_untracked).unwrap()).unwrap();
-    let bundle = repo.head.as_ref().map(|_| {
-        let path = scratch.join("head.bundle");
-        repo.create_bundle(&path).unwrap();
-        path
-    });
+    let bundle = repo
+        .head
+        .as_deref()
+        .filter(|head| Some(*head) != base)
+        .map(|_| {
+            let path = scratch.join("head.bundle");
+            repo.create_bundle(&path, base).unwrap();
+            path
+        });
     let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
     let root = repo.root.clone();
     let writer = std::thread::spawn(move || {
@@ -67,6 +82,15 @@ fn archive_of(repo_dir: &Path, scratch: &Path, include_untracked: bool) -> (Vec<
 }
 
 fn prepare_argv(target: &Path, need_kib: u64, repo: &HostRepo) -> Vec<String> {
+    prepare_argv_since(target, need_kib, repo, None)
+}
+
+fn prepare_argv_since(
+    target: &Path,
+    need_kib: u64,
+    repo: &HostRepo,
+    base: Option<&str>,
+) -> Vec<String> {
     sh_argv(
         PREPARE,
         "banger-prepare",
@@ -77,6 +101,7 @@ fn prepare_argv(target: &Path, need_kib: u64, repo: &HostRepo) -> Vec<String> {
             repo.branch.clone().unwrap_or_default(),
             repo.user_name.clone().unwrap_or_default(),
             repo.user_email.clone().unwrap_or_default(),
+            base.unwrap_or_default().to_string(),
         ],
     )
 }
@@ -147,6 +172,96 @@ fn prepare_rebuilds_repo_at_same_head_and_branch() {
     assert!(!target.join("debug.log").exists());
     // The guest sees the host's uncommitted change as its own.
     assert_eq!(git_in(&target, &["status", "--porcelain"]), "M tracked.txt");
+    assert!(leftovers(guest.path()).is_empty());
+}
+
+#[test]
+fn repeat_prepare_sends_only_new_history() {
+    let host = new_repo();
+    std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
+    let first = commit_all(host.path(), "first");
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let lock = scratch.path().join("lock");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Two more commits travel as a bundle that needs the first one.
+    std::fs::write(host.path().join("b.txt"), "second\n").unwrap();
+    commit_all(host.path(), "second");
+    std::fs::write(host.path().join("a.txt"), "third\n").unwrap();
+    let third = commit_all(host.path(), "third");
+    let (archive, repo) = archive_since(host.path(), scratch.path(), false, Some(&first));
+    let full_bundle = scratch.path().join("full.bundle");
+    repo.create_bundle(&full_bundle, None).unwrap();
+    let partial = std::fs::metadata(scratch.path().join("head.bundle"))
+        .unwrap()
+        .len();
+    let full = std::fs::metadata(&full_bundle).unwrap().len();
+    assert!(partial < full, "{partial} bytes of {full}");
+    let run = run_script(
+        &prepare_argv_since(&target, 1, &repo, Some(&first)),
+        &archive,
+        &lock,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), third);
+    assert_eq!(git_in(&target, &["rev-list", "--count", "HEAD"]), "3");
+    git_in(&target, &["fsck", "--no-progress"]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("a.txt")).unwrap(),
+        "third\n"
+    );
+    assert!(leftovers(guest.path()).is_empty());
+
+    // HEAD at the base: no bundle at all.
+    let (archive, repo) = archive_since(host.path(), scratch.path(), false, Some(&third));
+    let run = run_script(
+        &prepare_argv_since(&target, 1, &repo, Some(&third)),
+        &archive,
+        &lock,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), third);
+    git_in(&target, &["fsck", "--no-progress"]);
+}
+
+#[test]
+fn prepare_reports_missing_base_and_keeps_workspace() {
+    let host = new_repo();
+    std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
+    commit_all(host.path(), "first");
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let lock = scratch.path().join("lock");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    assert_eq!(
+        run_script(&prepare_argv(&target, 1, &repo), &archive, &lock).code,
+        0
+    );
+
+    // A base the guest copy never had, e.g. from another repository.
+    let other = new_repo();
+    std::fs::write(other.path().join("x.txt"), "x\n").unwrap();
+    let foreign = commit_all(other.path(), "elsewhere");
+    let run = run_script(
+        &prepare_argv_since(&target, 1, &repo, Some(&foreign)),
+        &archive,
+        &lock,
+    );
+    assert_eq!(run.code, 9, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("lacks commit {foreign}")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        git_in(&target, &["rev-parse", "HEAD"]),
+        repo.head.clone().unwrap()
+    );
     assert!(leftovers(guest.path()).is_empty());
 }
 
