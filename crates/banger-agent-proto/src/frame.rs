@@ -45,6 +45,9 @@ pub enum FrameKind {
     /// Host to agent: the terminal of a command started with a pty changed
     /// its size (JSON `TtySize`).
     Resize = 15,
+    /// Agent to host: the command's standard input took more bytes (JSON
+    /// `StdinAck`); protocol 2 and later.
+    StdinAck = 16,
 }
 
 impl FrameKind {
@@ -66,6 +69,7 @@ impl FrameKind {
             13 => ShutdownAck,
             14 => Error,
             15 => Resize,
+            16 => StdinAck,
             _ => return None,
         })
     }

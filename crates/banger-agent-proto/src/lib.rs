@@ -29,8 +29,8 @@ mod messages;
 
 pub use frame::{Decoder, Frame, FrameError, FrameKind, HEADER_LEN, MAGIC, MAX_PAYLOAD, encode};
 pub use messages::{
-    ExecRequest, ExitStatus, Hello, HelloAck, PROTOCOL_VERSION, Shutdown, ShutdownAction,
-    SignalRequest, TtySize, decode_json, encode_json,
+    ExecRequest, ExitStatus, Hello, HelloAck, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, STDIN_WINDOW,
+    Shutdown, ShutdownAction, SignalRequest, StdinAck, TtySize, decode_json, encode_json,
 };
 
 /// Name of the virtio-serial port the agent listens on under QEMU.

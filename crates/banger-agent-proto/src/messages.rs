@@ -2,7 +2,22 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Version of the message set; the agent reports it in `HelloAck`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `StdinAck`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Oldest agent protocol a host still talks to. Agents of version 1 send no
+/// `StdinAck`, so a host sends them stdin without a window.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Standard input bytes a host may send to one stream before the agent
+/// acknowledged them with `StdinAck` (protocol 2 and later).
+pub const STDIN_WINDOW: usize = 4 << 20;
+
+/// Bytes of a stream's standard input that the agent wrote to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinAck {
+    pub bytes: u64,
+}
 
 /// Opens a session. The agent echoes `nonce` so the host can tell the answer
 /// to this `Hello` from a stale one left in the channel.

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_agent_proto::{
-    FrameKind, MAX_PAYLOAD, PROTOCOL_VERSION, Shutdown, ShutdownAction, SignalRequest,
+    ExitStatus, FrameKind, MAX_PAYLOAD, PROTOCOL_VERSION, STDIN_WINDOW, Shutdown, ShutdownAction,
+    SignalRequest, decode_json,
 };
 use common::{Client, pseudo_random_bytes, request, sh};
 use sha2::{Digest, Sha256};
@@ -192,6 +193,31 @@ fn large_stdin_round_trips() {
     let output = client.wait_exit(1);
     assert_eq!(output.stdout.len(), data.len());
     assert!(output.stdout == data, "stdout differs from stdin");
+    assert_eq!(
+        output.stdin_acked,
+        data.len() as u64,
+        "every stdin byte is acknowledged"
+    );
+}
+
+#[test]
+fn stdin_far_beyond_the_window_is_rejected() {
+    let mut client = Client::in_process();
+    // The command never reads, so the queue only grows.
+    let mut req = request(&["sleep", "30"]);
+    req.stdin = true;
+    client.exec(1, &req);
+    let chunk = vec![0u8; MAX_PAYLOAD / 2];
+    for _ in 0..(2 * STDIN_WINDOW / chunk.len() + 2) {
+        client.send(FrameKind::Stdin, 1, chunk.clone());
+    }
+    let error = client.next_frame_where(|frame| frame.kind == FrameKind::Error);
+    let message = String::from_utf8(error.payload).unwrap();
+    assert!(message.contains("wait for StdinAck"), "{message}");
+    client.send_json(FrameKind::Signal, 1, &SignalRequest { signal: 9 });
+    let exit = client.next_frame_where(|frame| frame.kind == FrameKind::Exit);
+    let status: ExitStatus = decode_json(&exit.payload).unwrap();
+    assert_eq!(status.signal, Some(9));
 }
 
 #[test]

@@ -330,8 +330,9 @@ fn exit_codes_and_streams(env: &UserEnv) {
     assert_eq!(output.stdout.len(), 6_000_000);
     assert_eq!(host_sha256(&output.stdout), guest_sum);
 
-    // And so does binary standard input.
-    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    // And so does binary standard input, larger than the relay's stdin
+    // window, so it flows only as the agent acknowledges it.
+    let input: Vec<u8> = (0..12_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let mut child = env
         .command(&["vm", "exec", "dev", "--", "sha256sum"])
         .stdin(Stdio::piped())

@@ -89,7 +89,9 @@ impl AgentConn {
                 break ack;
             }
         };
-        if info.protocol != banger_agent_proto::PROTOCOL_VERSION {
+        let supported =
+            banger_agent_proto::MIN_PROTOCOL_VERSION..=banger_agent_proto::PROTOCOL_VERSION;
+        if !supported.contains(&info.protocol) {
             return Err(AgentError::Protocol {
                 found: info.protocol,
                 expected: banger_agent_proto::PROTOCOL_VERSION,
@@ -135,6 +137,12 @@ impl AgentConn {
             closed,
             info,
         }))
+    }
+
+    /// Stdin bytes that may be unacknowledged on one stream, or `None` for
+    /// an agent that sends no `StdinAck` (protocol 1).
+    pub fn stdin_window(&self) -> Option<usize> {
+        (self.info.protocol >= 2).then_some(banger_agent_proto::STDIN_WINDOW)
     }
 
     pub fn is_closed(&self) -> bool {

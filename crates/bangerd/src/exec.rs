@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use banger_agent_proto::{
-    Decoder, ExecRequest, Frame, FrameKind, decode_json, encode, encode_json,
+    Decoder, ExecRequest, Frame, FrameKind, StdinAck, decode_json, encode, encode_json,
 };
 use banger_api::EXEC_UPGRADE;
 use banger_model::VmState;
@@ -126,24 +126,56 @@ where
         encode_json(&request),
     ))?;
 
+    // With a window, stdin waits in `held` while the agent has `window`
+    // unacknowledged bytes. The client is not read meanwhile, so a fast
+    // writer is slowed down through its socket.
+    // NOTE: frames keep their order, so a `Signal` sent after stdin that the
+    // command does not read waits behind it.
+    let window = conn.stdin_window();
+    let mut in_flight = 0usize;
+    let mut held: Option<Frame> = None;
     let outcome = loop {
         // Frames the client already sent along with the request.
-        while let Some(frame) = decoder.next_frame() {
-            if matches!(
-                frame.kind,
-                FrameKind::Stdin | FrameKind::StdinClose | FrameKind::Signal | FrameKind::Resize
-            ) {
-                conn.send(Frame::new(frame.kind, stream, frame.payload))?;
+        while let Some(frame) = held.take().or_else(|| decoder.next_frame()) {
+            match frame.kind {
+                FrameKind::Stdin => {
+                    let len = frame.payload.len();
+                    if let Some(window) = window
+                        && in_flight > 0
+                        && in_flight + len > window
+                    {
+                        held = Some(frame);
+                        break;
+                    }
+                    in_flight += len;
+                    conn.send(Frame::new(frame.kind, stream, frame.payload))?;
+                }
+                FrameKind::StdinClose | FrameKind::Signal | FrameKind::Resize => {
+                    conn.send(Frame::new(frame.kind, stream, frame.payload))?;
+                }
+                _ => {}
             }
         }
         tokio::select! {
-            read = client_rx.read(&mut buf) => match read {
+            read = client_rx.read(&mut buf), if held.is_none() => match read {
                 Ok(0) | Err(_) => {
                     break Err(RelayError::Client(std::io::ErrorKind::ConnectionAborted.into()));
                 }
                 Ok(n) => decoder.push(&buf[..n]),
             },
             frame = from_agent.recv() => match frame {
+                Some(frame) if frame.kind == FrameKind::StdinAck => {
+                    // Acknowledgements stay between the daemon and the agent.
+                    match decode_json::<StdinAck>(&frame.payload) {
+                        Ok(ack) => {
+                            let acked = usize::try_from(ack.bytes).unwrap_or(usize::MAX);
+                            in_flight = in_flight.saturating_sub(acked);
+                        }
+                        Err(error) => {
+                            tracing::warn!(stream, %error, "invalid StdinAck from the agent");
+                        }
+                    }
+                }
                 Some(frame) => {
                     let last = matches!(frame.kind, FrameKind::Exit | FrameKind::Error);
                     let out = Frame::new(frame.kind, 0, frame.payload);
@@ -177,4 +209,202 @@ where
     conn.close_stream(stream);
     let _ = client_tx.shutdown().await;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use banger_agent_proto::{ExitStatus, HelloAck, STDIN_WINDOW};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::UnixStream;
+
+    use super::*;
+
+    /// Connects an `AgentConn` to the real agent code serving on a socket
+    /// pair in this process.
+    async fn real_agent() -> Arc<AgentConn> {
+        let (host_end, agent_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let options = banger_agent::serve::ConnectionOptions {
+                end_of_input: banger_agent::serve::EndOfInput::Close,
+                shutdown: Arc::new(|_| {}),
+            };
+            let writer = agent_end.try_clone().unwrap();
+            let _ = banger_agent::serve::serve_connection(agent_end, writer, &options);
+        });
+        host_end.set_nonblocking(true).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        AgentConn::handshake(UnixStream::from_std(host_end).unwrap(), deadline)
+            .await
+            .unwrap()
+    }
+
+    fn exec_frame(argv: &[&str]) -> Vec<u8> {
+        let request = ExecRequest {
+            argv: argv.iter().map(|arg| arg.to_string()).collect(),
+            stdin: true,
+            ..ExecRequest::default()
+        };
+        encode(&Frame::new(FrameKind::ExecStart, 0, encode_json(&request))).unwrap()
+    }
+
+    /// Writes `total` bytes of stdin in 1 MiB frames, then closes stdin.
+    async fn write_stdin(mut client: tokio::io::WriteHalf<DuplexStream>, total: usize) {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0;
+        while sent < total {
+            let len = chunk.len().min(total - sent);
+            let frame = Frame::new(FrameKind::Stdin, 0, chunk[..len].to_vec());
+            if client.write_all(&encode(&frame).unwrap()).await.is_err() {
+                return;
+            }
+            sent += len;
+        }
+        let close = Frame::empty(FrameKind::StdinClose, 0);
+        let _ = client.write_all(&encode(&close).unwrap()).await;
+    }
+
+    /// Reads frames from the relay until `Exit`; returns stdout and the status.
+    async fn read_until_exit(
+        mut client: tokio::io::ReadHalf<DuplexStream>,
+    ) -> (Vec<u8>, ExitStatus) {
+        let mut decoder = Decoder::new();
+        let mut stdout = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(frame) = decoder.next_frame() {
+                match frame.kind {
+                    FrameKind::Stdout => stdout.extend(frame.payload),
+                    FrameKind::Exit => return (stdout, decode_json(&frame.payload).unwrap()),
+                    FrameKind::StdinAck => panic!("the relay passed a StdinAck to the client"),
+                    _ => {}
+                }
+            }
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the relay closed before Exit");
+            decoder.push(&buf[..n]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stdin_larger_than_the_window_reaches_the_agent() {
+        let conn = real_agent().await;
+        assert_eq!(conn.stdin_window(), Some(STDIN_WINDOW));
+        let (client, relay_end) = tokio::io::duplex(256 * 1024);
+        let relay_task = tokio::spawn(relay(relay_end, conn));
+        let (reader, mut writer) = tokio::io::split(client);
+        writer.write_all(&exec_frame(&["wc", "-c"])).await.unwrap();
+        let total = 3 * STDIN_WINDOW + 12345;
+        tokio::spawn(write_stdin(writer, total));
+        let (stdout, status) =
+            tokio::time::timeout(Duration::from_secs(60), read_until_exit(reader))
+                .await
+                .expect("the command got all its stdin and exited");
+        assert_eq!(status.code, Some(0));
+        assert_eq!(String::from_utf8(stdout).unwrap().trim(), total.to_string());
+        relay_task.await.unwrap().unwrap();
+    }
+
+    /// An agent that answers the handshake, counts stdin bytes and sends a
+    /// `StdinAck` only for each size the test puts on `acks` (0 sends Exit).
+    async fn silent_agent(
+        socket: UnixStream,
+        received: Arc<std::sync::atomic::AtomicUsize>,
+        mut acks: tokio::sync::mpsc::Receiver<u64>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let (mut reader, mut writer) = socket.into_split();
+        let mut decoder = Decoder::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut stream = 0;
+        loop {
+            while let Some(frame) = decoder.next_frame() {
+                match frame.kind {
+                    FrameKind::Hello => {
+                        let hello: banger_agent_proto::Hello = decode_json(&frame.payload).unwrap();
+                        let ack = HelloAck {
+                            nonce: hello.nonce,
+                            protocol: banger_agent_proto::PROTOCOL_VERSION,
+                            agent_version: "test".into(),
+                            kernel_release: "test".into(),
+                        };
+                        let reply = Frame::new(FrameKind::HelloAck, 0, encode_json(&ack));
+                        writer.write_all(&encode(&reply).unwrap()).await.unwrap();
+                    }
+                    FrameKind::ExecStart => stream = frame.stream,
+                    FrameKind::Stdin => {
+                        received.fetch_add(frame.payload.len(), Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                read = reader.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => decoder.push(&buf[..n]),
+                },
+                Some(bytes) = acks.recv() => {
+                    let frame = if bytes == 0 {
+                        let status = ExitStatus {
+                            code: Some(0),
+                            signal: None,
+                            error: None,
+                        };
+                        Frame::new(FrameKind::Exit, stream, encode_json(&status))
+                    } else {
+                        Frame::new(FrameKind::StdinAck, stream, encode_json(&StdinAck { bytes }))
+                    };
+                    writer.write_all(&encode(&frame).unwrap()).await.unwrap();
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unacknowledged_stdin_stops_at_the_window() {
+        use std::sync::atomic::Ordering;
+        let (host_end, agent_end) = UnixStream::pair().unwrap();
+        let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(silent_agent(agent_end, received.clone(), ack_rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let conn = AgentConn::handshake(host_end, deadline).await.unwrap();
+
+        let (client, relay_end) = tokio::io::duplex(256 * 1024);
+        let relay_task = tokio::spawn(relay(relay_end, conn));
+        let (reader, mut writer) = tokio::io::split(client);
+        writer.write_all(&exec_frame(&["cat"])).await.unwrap();
+        tokio::spawn(write_stdin(writer, 3 * STDIN_WINDOW));
+
+        // Without acknowledgements the relay stops at the window.
+        let settle = |expected: usize| {
+            let received = received.clone();
+            async move {
+                for _ in 0..100 {
+                    if received.load(Ordering::SeqCst) >= expected {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // Whatever else was going to arrive has had time to.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                received.load(Ordering::SeqCst)
+            }
+        };
+        let first = settle(STDIN_WINDOW).await;
+        assert_eq!(first, STDIN_WINDOW, "bytes sent before any acknowledgement");
+
+        // An acknowledgement of 2 MiB lets exactly 2 MiB more through.
+        ack_tx.send(2 << 20).await.unwrap();
+        let second = settle(STDIN_WINDOW + (2 << 20)).await;
+        assert_eq!(second, STDIN_WINDOW + (2 << 20));
+
+        ack_tx.send(0).await.unwrap();
+        let (_, status) = tokio::time::timeout(Duration::from_secs(10), read_until_exit(reader))
+            .await
+            .unwrap();
+        assert_eq!(status.code, Some(0));
+        relay_task.await.unwrap().unwrap();
+    }
 }

@@ -193,6 +193,21 @@ impl Outgoing {
         });
     }
 
+    /// Queues a control frame of an exec stream without waiting for the
+    /// output budget. The frame is dropped when the stream's gate is closed.
+    pub fn send_stream_control(&self, gate: &Arc<StreamGate>, frame: Frame) {
+        let state = lock(&gate.state);
+        if *state != GateState::Open {
+            return;
+        }
+        self.enqueue(QueuedFrame {
+            frame,
+            gate: Some(Arc::clone(gate)),
+            charged: 0,
+            written: None,
+        });
+    }
+
     /// Queues the last frame of an exec stream and closes its gate. Does
     /// nothing when the stream was cancelled.
     pub fn send_exit(&self, gate: &Arc<StreamGate>, frame: Frame) {

@@ -68,6 +68,7 @@ impl Session {
             | FrameKind::Stderr
             | FrameKind::Exit
             | FrameKind::ShutdownAck
+            | FrameKind::StdinAck
             | FrameKind::Error => Err(format!(
                 "unexpected {:?} frame: only the agent sends this kind",
                 frame.kind

@@ -8,10 +8,13 @@ use std::io::{self, PipeWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 
-use banger_agent_proto::{ExitStatus, Frame, FrameKind, TtySize, encode_json};
+use banger_agent_proto::{
+    ExitStatus, Frame, FrameKind, STDIN_WINDOW, StdinAck, TtySize, encode_json,
+};
 use nix::errno::Errno;
 use thiserror::Error;
 
@@ -34,6 +37,14 @@ pub enum StreamError {
     NoStdin(u32),
     #[error("the stdin of stream {0} is already closed")]
     StdinClosed(u32),
+    #[error(
+        "stream {stream} got {queued} bytes of stdin ahead of the command, more than {limit}; wait for StdinAck frames before sending more"
+    )]
+    StdinOverflow {
+        stream: u32,
+        queued: usize,
+        limit: usize,
+    },
     #[error("stream {0} has no terminal to resize (set `tty` in ExecRequest)")]
     NoTty(u32),
     #[error("resizing the terminal of stream {stream} to {rows}x{cols} failed")]
@@ -66,9 +77,17 @@ struct StreamHandle {
 
 enum StdinState {
     NotRequested,
-    Open(mpsc::Sender<Vec<u8>>),
+    Open {
+        sender: mpsc::Sender<Vec<u8>>,
+        /// Bytes queued for the writer thread and not yet written.
+        queued: Arc<AtomicUsize>,
+    },
     Closed,
 }
+
+/// Stdin bytes a stream may have queued before the agent rejects more. A
+/// host that keeps to [`STDIN_WINDOW`] stays far below it.
+const MAX_QUEUED_STDIN: usize = 2 * STDIN_WINDOW;
 
 /// The running streams of one connection, by stream id.
 #[derive(Clone, Default)]
@@ -97,7 +116,17 @@ impl StreamTable {
         let streams = self.lock();
         let handle = streams.get(&id).ok_or(StreamError::NotRunning(id))?;
         match &handle.stdin {
-            StdinState::Open(sender) => {
+            StdinState::Open { sender, queued } => {
+                let len = bytes.len();
+                let before = queued.fetch_add(len, Ordering::AcqRel);
+                if before + len > MAX_QUEUED_STDIN {
+                    queued.fetch_sub(len, Ordering::AcqRel);
+                    return Err(StreamError::StdinOverflow {
+                        stream: id,
+                        queued: before + len,
+                        limit: MAX_QUEUED_STDIN,
+                    });
+                }
                 // A send error means the writer thread ended because the
                 // command closed its stdin; the bytes are dropped, as a
                 // pipe would drop them.
@@ -114,7 +143,7 @@ impl StreamTable {
         let mut streams = self.lock();
         let handle = streams.get_mut(&id).ok_or(StreamError::NotRunning(id))?;
         match handle.stdin {
-            StdinState::Open(_) => {
+            StdinState::Open { .. } => {
                 // Dropping the sender ends the writer thread after the queue.
                 handle.stdin = StdinState::Closed;
                 Ok(())
@@ -226,10 +255,17 @@ pub fn start(
     let stdin = match stdin_writer {
         Some(writer) => {
             let (sender, receiver) = mpsc::channel();
-            spawn_named(format!("stdin-{id}"), move || {
-                feed_stdin(writer, receiver);
-            });
-            StdinState::Open(sender)
+            let queued = Arc::new(AtomicUsize::new(0));
+            let feeder = StdinFeeder {
+                stream: id,
+                writer,
+                receiver,
+                queued: Arc::clone(&queued),
+                out: out.clone(),
+                gate: Arc::clone(&gate),
+            };
+            spawn_named(format!("stdin-{id}"), move || feeder.run());
+            StdinState::Open { sender, queued }
         }
         None => StdinState::NotRequested,
     };
@@ -293,12 +329,33 @@ fn spawn_named(name: String, work: impl FnOnce() + Send + 'static) {
     }
 }
 
-fn feed_stdin(mut stdin: Box<dyn Write + Send>, receiver: mpsc::Receiver<Vec<u8>>) {
-    for bytes in receiver {
-        if stdin.write_all(&bytes).is_err() {
-            // The command closed its standard input (EPIPE); later bytes
-            // have no reader.
-            return;
+/// Writes a stream's queued stdin bytes to the command and acknowledges
+/// each chunk with `StdinAck`, so the host can keep to its window.
+struct StdinFeeder {
+    stream: u32,
+    writer: Box<dyn Write + Send>,
+    receiver: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    out: Outgoing,
+    gate: Arc<StreamGate>,
+}
+
+impl StdinFeeder {
+    fn run(mut self) {
+        for bytes in &self.receiver {
+            // A command that closed its standard input (EPIPE) loses the
+            // bytes, as with a pipe. They are still acknowledged, so the
+            // host is not left waiting.
+            let written = self.writer.write_all(&bytes).is_ok();
+            self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+            let ack = StdinAck {
+                bytes: bytes.len() as u64,
+            };
+            let frame = Frame::new(FrameKind::StdinAck, self.stream, encode_json(&ack));
+            self.out.send_stream_control(&self.gate, frame);
+            if !written {
+                self.writer = Box::new(io::sink());
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use banger_agent::serve::{ConnectionOptions, EndOfInput, serve_connection};
 use banger_agent_proto::{
-    Decoder, ExecRequest, ExitStatus, Frame, FrameKind, Hello, HelloAck, ShutdownAction,
+    Decoder, ExecRequest, ExitStatus, Frame, FrameKind, Hello, HelloAck, ShutdownAction, StdinAck,
     decode_json, encode, encode_json,
 };
 
@@ -36,6 +36,8 @@ pub struct Output {
     pub status: ExitStatus,
     /// Payload sizes of the output frames, in order.
     pub frame_sizes: Vec<usize>,
+    /// Stdin bytes the agent acknowledged with `StdinAck`.
+    pub stdin_acked: u64,
 }
 
 impl Output {
@@ -135,6 +137,10 @@ impl Client {
                 FrameKind::Stderr => {
                     output.frame_sizes.push(frame.payload.len());
                     output.stderr.extend(frame.payload);
+                }
+                FrameKind::StdinAck => {
+                    let ack: StdinAck = decode_json(&frame.payload).unwrap();
+                    output.stdin_acked += ack.bytes;
                 }
                 FrameKind::Exit => {
                     output.status = decode_json(&frame.payload).unwrap();

@@ -226,9 +226,8 @@ async fn send(
     // The extracted tree, the bundle, and the pack fetched from it.
     let need_kib = (manifest.disk_bytes + 2 * bundle_bytes + SPACE_MARGIN).div_ceil(1024);
 
-    // NOTE: the daemon's exec relay and the agent queue `Stdin` frames
-    // without a bound, so when the guest extracts slower than the archive
-    // arrives, the difference is buffered in their memory.
+    // The daemon's relay keeps at most the agent's stdin window in flight,
+    // so a guest that extracts slowly slows this writer down.
     let (chunks_tx, chunks_rx) = mpsc::channel(4);
     let (archived_tx, archived_rx) = oneshot::channel();
     let root = repo.root.clone();
