@@ -455,6 +455,41 @@ fn export_round_trip(env: &UserEnv, repo: &Path, base: &str) {
         std::fs::read_to_string(clean.join("untracked.txt")).unwrap(),
         "untracked\n"
     );
+
+    // Against the tree as prepared, only the guest's work remains, and it
+    // applies to the host checkout that still has untracked.txt.
+    let since = env.root.path().join("since.diff");
+    let exported = env.ok(&[
+        "vm",
+        "workspace",
+        "export",
+        "dev",
+        "--since-prepare",
+        "--output",
+        since.to_str().unwrap(),
+    ]);
+    assert!(
+        exported.stderr.contains("against the tree as prepared"),
+        "{exported}"
+    );
+    let diff = String::from_utf8_lossy(&std::fs::read(&since).unwrap()).into_owned();
+    assert!(!diff.contains("untracked.txt"), "{diff}");
+    git(repo, &["apply", "--check", since.to_str().unwrap()]);
+
+    let bad = env.run(&[
+        "vm",
+        "workspace",
+        "export",
+        "dev",
+        "--base-commit",
+        "nosuch",
+    ]);
+    assert_ne!(bad.code, 0, "{bad}");
+    assert!(
+        bad.stderr
+            .contains("pass a commit that exists in the guest workspace"),
+        "{bad}"
+    );
 }
 
 fn edge_cases(env: &UserEnv) {

@@ -52,8 +52,13 @@ pub struct ExportArgs {
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Commit the diff is taken against [default: the commit the workspace was prepared at].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "since_prepare")]
     base_commit: Option<String>,
+    /// Diff against the files as the last prepare copied them, host's
+    /// uncommitted and untracked files included, so the diff holds only the
+    /// changes made in the guest and applies to the unchanged host checkout.
+    #[arg(long)]
+    since_prepare: bool,
 }
 
 #[derive(Args, Debug)]
@@ -94,13 +99,12 @@ pub async fn run(command: WorkspaceCommand) -> Result<u8, Failure> {
             Ok(0)
         }
         WorkspaceCommand::Export(args) => {
-            export::export(
-                &client,
-                &args.vm,
-                args.output.as_deref(),
-                args.base_commit.as_deref(),
-            )
-            .await?;
+            let base = match (&args.base_commit, args.since_prepare) {
+                (Some(commit), _) => export::ExportBase::Commit(commit),
+                (None, true) => export::ExportBase::PreparedTree,
+                (None, false) => export::ExportBase::PreparedCommit,
+            };
+            export::export(&client, &args.vm, args.output.as_deref(), base).await?;
             Ok(0)
         }
     }

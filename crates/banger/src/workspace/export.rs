@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use banger_api::{ErrorKind, VmRecord};
 
-use super::script::{EMPTY_TREE, EXPORT, sh_argv};
+use super::script::{EMPTY_TREE, EXPORT, PREPARED_REF, sh_argv};
 use super::short;
 use crate::client::Client;
 use crate::remote::{self, Input, Output, RemoteCommand, cli_error};
@@ -32,13 +32,25 @@ pub enum ExportError {
     },
 }
 
-/// Writes the diff of the VM's workspace against `base_commit` (default:
-/// the commit it was prepared at) to `output`, or to standard output.
+/// What an export diffs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportBase<'a> {
+    /// The commit the workspace was prepared at.
+    PreparedCommit,
+    /// A commit or ref in the guest repository.
+    Commit(&'a str),
+    /// The tree as the last prepare copied it, so the diff holds only the
+    /// changes made in the guest.
+    PreparedTree,
+}
+
+/// Writes the diff of the VM's workspace against `base` to `output`, or to
+/// standard output.
 pub async fn export(
     client: &Client,
     vm_name: &str,
     output: Option<&Path>,
-    base_commit: Option<&str>,
+    base: ExportBase<'_>,
 ) -> Result<(), CliError> {
     let vm: VmRecord = client.get(&format!("/vms/{vm_name}")).await?;
     let workspace = vm.workspace.ok_or_else(|| {
@@ -49,18 +61,19 @@ pub async fn export(
             "copy a repository into it first with `banger vm workspace prepare {vm_name} PATH`"
         ))
     })?;
-    let base = match base_commit {
-        Some(base) if base.starts_with('-') || base.is_empty() => {
+    let base = match base {
+        ExportBase::Commit(base) if base.starts_with('-') || base.is_empty() => {
             return Err(cli_error(
                 ErrorKind::Invalid,
                 &ExportError::BaseCommit(base.to_string()),
             ));
         }
-        Some(base) => base.to_string(),
-        None => workspace
+        ExportBase::Commit(base) => base.to_string(),
+        ExportBase::PreparedCommit => workspace
             .head
             .clone()
             .unwrap_or_else(|| EMPTY_TREE.to_string()),
+        ExportBase::PreparedTree => PREPARED_REF.to_string(),
     };
     let command = RemoteCommand {
         argv: sh_argv(
@@ -79,8 +92,20 @@ pub async fn export(
             guest_path: workspace.guest_path.clone(),
             code,
         };
-        return Err(cli_error(ErrorKind::Internal, &error)
-            .cause(String::from_utf8_lossy(&finished.stderr).trim().to_string()));
+        let stderr = String::from_utf8_lossy(&finished.stderr).trim().to_string();
+        let mut failure = cli_error(ErrorKind::Internal, &error).cause(stderr.clone());
+        if stderr.contains("bad revision") || stderr.contains("unknown revision") {
+            failure = if base == PREPARED_REF {
+                failure.hint(format!(
+                    "the workspace was prepared by an older banger; prepare it again with `banger vm workspace prepare {vm_name}`"
+                ))
+            } else {
+                failure.hint(format!(
+                    "pass a commit that exists in the guest workspace, e.g. one from `banger vm exec {vm_name} -- git log --oneline`"
+                ))
+            };
+        }
+        return Err(failure);
     }
 
     let diff = finished.stdout;
@@ -107,7 +132,11 @@ pub async fn export(
         diff.len(),
         vm_name,
         workspace.guest_path,
-        short(&base)
+        if base == PREPARED_REF {
+            "the tree as prepared"
+        } else {
+            short(&base)
+        }
     );
     Ok(())
 }

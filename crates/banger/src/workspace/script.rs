@@ -41,7 +41,8 @@ fi
 /// they are. Only then does it rename the result into place, replacing an
 /// earlier workspace. On any failure the EXIT trap removes the temporary directory
 /// and the target is left as it was. The last line on success is
-/// `banger-workspace-prepared COMMIT`.
+/// `banger-workspace-prepared COMMIT`. The ref [`PREPARED_REF`] names the
+/// tree as copied, for `workspace export --since-prepare`.
 ///
 /// Exit codes: 3 the target exists and is no workspace, 4 not enough free
 /// space, 5 a tool is missing, 6 the bundle holds another commit, 7
@@ -50,6 +51,7 @@ fi
 pub const PREPARE: &str = concat!(
     r#"set -eu
 target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6 base=${7:-}
+PREPARED_REF=refs/banger/prepared
 fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
 for tool in git tar flock df; do
     command -v "$tool" >/dev/null 2>&1 || fail 5 "$tool is not installed in the guest"
@@ -105,6 +107,13 @@ if [ -n "$head" ]; then
     git read-tree HEAD
     git update-index -q --refresh >/dev/null || true
 fi
+# The tree as copied, uncommitted and untracked files included, for an
+# export of only the changes made in the guest. Starting from the refreshed
+# index, `add` hashes only the files that differ from HEAD.
+if [ -f .git/index ]; then cp .git/index "$tmp/prepared.index"; fi
+GIT_INDEX_FILE="$tmp/prepared.index" git add -A
+prepared=$(GIT_INDEX_FILE="$tmp/prepared.index" git write-tree)
+git update-ref "$PREPARED_REF" "$prepared"
 printf '%s\n' "$head" >.git/banger-workspace
 cd /
 if [ -e "$target" ]; then mv "$target" "$tmp/old"; fi
@@ -141,16 +150,27 @@ git -c diff.noprefix=false -c diff.mnemonicPrefix=false \
 pub const EXEC_WRAPPER: &str = concat!(
     r#"dir=$1
 shift
-fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
+fail() { code=$1; shift; printf 'banger-agent: %s\n' "$*" >&2; exit "$code"; }
 if ! grep -qs ' /root ' /proc/mounts; then
 "#,
     wait_for_work_disk!(125),
     r#"fi
 cd "$dir" || exit 126
 if command -v mise >/dev/null 2>&1; then exec mise exec -- "$@"; fi
+# The same message and code as the agent gives for a program missing from
+# PATH; a path with a slash is left to exec and its own error.
+case $1 in
+*/*) ;;
+*) command -v "$1" >/dev/null 2>&1 || fail 127 "$1: command not found" ;;
+esac
 exec "$@"
 "#
 );
+
+/// Ref in the guest repository that names the tree as the last prepare
+/// copied it (tracked files with the host's uncommitted changes, and the
+/// untracked files copied with them).
+pub const PREPARED_REF: &str = "refs/banger/prepared";
 
 /// The object id of git's empty tree, the base of an export from a
 /// repository that had no commit when it was prepared.

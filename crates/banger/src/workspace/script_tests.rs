@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use super::archive::{ChunkWriter, Manifest, write_archive};
 use super::git::HostRepo;
-use super::script::{EXPORT, PREPARE, sh_argv};
+use super::script::{EXPORT, PREPARE, PREPARED_REF, sh_argv};
 use super::testing::{commit_all, git_in, new_repo};
 
 struct ScriptRun {
@@ -400,4 +400,102 @@ fn export_round_trips_onto_a_clone() {
         std::fs::read_to_string(clone_dir.join("keep.txt")).unwrap(),
         "keep\n"
     );
+}
+
+/// Runs the exec wrapper in `dir` with a PATH that has no mise.
+fn run_wrapper(dir: &Path, command: &[&str]) -> ScriptRun {
+    let mut args = vec![dir.display().to_string()];
+    args.extend(command.iter().map(|arg| arg.to_string()));
+    let argv = sh_argv(super::script::EXEC_WRAPPER, "banger-exec", args);
+    let output = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ScriptRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn exec_wrapper_reports_missing_programs_like_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = run_wrapper(dir.path(), &["banger-no-such-tool", "x"]);
+    assert_eq!(missing.code, 127);
+    assert_eq!(
+        missing.stderr,
+        "banger-agent: banger-no-such-tool: command not found\n"
+    );
+
+    let ran = run_wrapper(dir.path(), &["sh", "-c", "pwd; exit 3"]);
+    assert_eq!(ran.code, 3);
+    assert_eq!(ran.stdout.trim(), dir.path().display().to_string());
+
+    // A path is left to exec, which tells a file without execute
+    // permission from a missing one.
+    std::fs::write(dir.path().join("script"), "#!/bin/sh\n").unwrap();
+    let denied = run_wrapper(dir.path(), &["./script"]);
+    assert_eq!(denied.code, 126, "{}", denied.stderr);
+
+    let no_dir = run_wrapper(&dir.path().join("gone"), &["true"]);
+    assert_eq!(no_dir.code, 126);
+}
+
+#[test]
+fn export_since_prepare_applies_to_the_host_checkout() {
+    let host = new_repo();
+    std::fs::write(host.path().join("edit.txt"), "committed\n").unwrap();
+    std::fs::write(host.path().join("other.txt"), "other\n").unwrap();
+    commit_all(host.path(), "base");
+    // The host's uncommitted and untracked work travels with the prepare.
+    std::fs::write(host.path().join("edit.txt"), "host change\n").unwrap();
+    std::fs::write(host.path().join("untracked.txt"), "host only\n").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), true);
+    let run = run_script(
+        &prepare_argv(&target, 1, &repo),
+        &archive,
+        &scratch.path().join("lock"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    std::fs::write(target.join("other.txt"), "guest change\n").unwrap();
+    let argv = sh_argv(
+        EXPORT,
+        "banger-export",
+        [target.display().to_string(), PREPARED_REF.to_string()],
+    );
+    let output = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let diff = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(diff.contains("guest change"), "{diff}");
+    assert!(!diff.contains("untracked.txt"), "{diff}");
+    assert!(!diff.contains("host change"), "{diff}");
+
+    // The diff applies to the host checkout as it still is.
+    let patch = scratch.path().join("guest.diff");
+    std::fs::write(&patch, &output.stdout).unwrap();
+    git_in(host.path(), &["apply", patch.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("other.txt")).unwrap(),
+        "guest change\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("edit.txt")).unwrap(),
+        "host change\n"
+    );
+}
+
+#[test]
+fn prepare_script_names_the_prepared_ref() {
+    assert!(PREPARE.contains(&format!("PREPARED_REF={PREPARED_REF}\n")));
 }
