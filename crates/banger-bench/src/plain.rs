@@ -86,7 +86,7 @@ impl Setup {
         vcpus: u32,
         memory_mib: u32,
     ) -> anyhow::Result<Child> {
-        let mut append = String::from("console=ttyS0");
+        let mut append = String::from(banger_vmm::qemu::CONSOLE_CMDLINE);
         if let Some(khz) = self.tsc_khz {
             append.push_str(&format!(" tsc_early_khz={khz}"));
         }

@@ -53,8 +53,11 @@ impl CliError {
 /// error: VM "dev" is stopped, not running
 ///   caused by: ...
 /// hint: start it with `banger vm start dev`
-/// operation: 1f3a9c0e
 /// ```
+///
+/// The daemon's operation id follows (`operation: 1f3a9c0e`) only for
+/// failures of banger or the host, where the daemon log has more; bad
+/// input, unknown names and conflicts are explained in full by the message.
 pub fn print_error(error: &CliError) {
     let body = error.body();
     let mut out = std::io::stderr().lock();
@@ -71,7 +74,11 @@ pub fn print_error(error: &CliError) {
     if let Some(hint) = &body.hint {
         let _ = writeln!(out, "hint: {hint}");
     }
-    if let Some(operation) = &body.operation {
+    let explained = matches!(
+        body.kind,
+        ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict
+    );
+    if let Some(operation) = body.operation.as_ref().filter(|_| !explained) {
         let _ = writeln!(out, "operation: {operation} (search the daemon log for it)");
     }
 }

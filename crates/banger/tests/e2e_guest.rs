@@ -130,6 +130,12 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert_eq!(again.stdout, "kept\n");
 
     env.ok(&["vm", "stop", "dev"]);
+    // Stopping and starting again are no-ops that succeed.
+    let again = env.ok(&["vm", "stop", "dev"]);
+    assert!(
+        again.stderr.contains("VM dev is stopped, not running"),
+        "{again}"
+    );
     assert!(
         env.own_processes().iter().all(|pid| !is_vmm(*pid)),
         "VMM left after stop"
@@ -149,6 +155,11 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert!(bad.stderr.contains("invalid vCPU count 0"), "{bad}");
 
     env.ok(&["vm", "start", "dev"]);
+    let again = env.ok(&["vm", "start", "dev"]);
+    assert!(
+        again.stderr.contains("VM dev is already running"),
+        "{again}"
+    );
     let running = env.run(&["vm", "set", "dev", "--memory", "2048"]);
     assert_ne!(running.code, 0, "{running}");
     assert!(running.stderr.contains("banger vm stop dev"), "{running}");

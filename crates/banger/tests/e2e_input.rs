@@ -38,6 +38,22 @@ fn invalid_names_and_sizes_are_rejected() {
         !run.stderr.contains("spec:"),
         "spec line for a rejected VM:\n{run}"
     );
+    let run = env.run(&["vm", "create", "--name", "ok", "--memory", "99999999"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("memory size 99999999 MiB is more than this host's"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("hint: use at most"), "{run}");
+    // Bad input is explained in full, without a pointer into the daemon log.
+    assert!(!run.stderr.contains("operation:"), "{run}");
+
+    // `--rm` without a command and without a terminal would boot a VM only
+    // to delete it.
+    let run = env.run(&["vm", "run", "--rm"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert!(run.stderr.contains("without a command"), "{run}");
     assert!(env.vms_json().is_empty());
     assert!(env.vm_dirs().is_empty());
 }
@@ -92,6 +108,8 @@ fn bad_kernel_files_are_rejected() {
     );
 
     let dir = env.root.path().to_str().unwrap();
+    let run = env.run(&["kernel", "import", "--vmlinux", dir]);
+    assert!(run.stderr.contains("is not a regular file"), "{run}");
     let run = env.run(&[
         "kernel",
         "import",

@@ -176,6 +176,13 @@ fn kernel_source(request: &ImportKernelRequest) -> ApiResult<KernelSource> {
         }
         (None, Some(kernel)) => {
             let kernel = absolute("kernel file", kernel)?;
+            if kernel.exists() && !kernel.is_file() {
+                return Err(ApiError::invalid(format!(
+                    "kernel file {} is not a regular file",
+                    kernel.display()
+                ))
+                .hint("pass an ELF vmlinux or a bzImage such as /boot/vmlinuz-<release>"));
+            }
             if !kernel.is_file() {
                 return Err(ApiError::not_found(format!(
                     "kernel file {} not found",

@@ -193,10 +193,12 @@ impl Daemon {
 
     async fn start_locked(&self, mut vm: VmRecord, events: &Events) -> ApiResult<VmRecord> {
         let name = vm.name.clone();
+        // Starting is idempotent, like stopping.
         if vm.state == VmState::Running {
-            return Err(ApiError::conflict(format!(
-                "VM {name:?} is already running"
-            )));
+            events
+                .progress(format!("VM {name} is already running"))
+                .await;
+            return Ok(vm);
         }
         if !vm.state.can_start() {
             return Err(ApiError::conflict(format!("VM {name:?} is {}", vm.state))
@@ -237,11 +239,18 @@ impl Daemon {
 
     async fn stop_locked(&self, mut vm: VmRecord, events: &Events) -> ApiResult<VmRecord> {
         let name = vm.name.clone();
+        // Stopping a VM that runs no process is done already.
+        if matches!(vm.state, VmState::Stopped | VmState::Error) {
+            events
+                .progress(format!("VM {name} is {}, not running", vm.state))
+                .await;
+            return Ok(vm);
+        }
         if vm.state != VmState::Running {
-            return Err(ApiError::conflict(format!(
-                "VM {name:?} is {}, not running",
-                vm.state
-            )));
+            return Err(
+                ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
+                    .hint("wait for the current operation to finish"),
+            );
         }
         vm.state = VmState::Stopping;
         self.save(&mut vm)?;
@@ -707,6 +716,16 @@ fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
             ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
                 .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
         );
+    }
+    // The VMM cannot get more memory than the host has at all.
+    if let Some(host_mib) = host_memory_mib()
+        && u64::from(spec.memory_mib) > host_mib
+    {
+        return Err(ApiError::invalid(format!(
+            "memory size {} MiB is more than this host's {host_mib} MiB",
+            spec.memory_mib
+        ))
+        .hint(format!("use at most {host_mib} MiB")));
     }
     if spec.disk_size_bytes < MIN_DISK_BYTES {
         return Err(ApiError::invalid(format!(

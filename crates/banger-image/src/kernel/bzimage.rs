@@ -58,6 +58,11 @@ pub enum BzImageError {
     NotElf(String),
 }
 
+/// Returns whether `bytes` carries the x86 boot header magic of a bzImage.
+pub fn has_header_magic(bytes: &[u8]) -> bool {
+    bytes.get(HEADER_MAGIC_OFFSET..HEADER_MAGIC_OFFSET + 4) == Some(HEADER_MAGIC)
+}
+
 /// Returns the compressed payload inside `bzimage`.
 pub fn payload(bzimage: &[u8]) -> Result<&[u8], BzImageError> {
     if bzimage.len() < PAYLOAD_LENGTH_OFFSET + 4 {

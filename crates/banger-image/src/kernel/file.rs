@@ -27,9 +27,15 @@ pub fn import_kernel_file(
 ) -> Result<KernelArtifacts, KernelError> {
     let bytes = read_kernel(kernel)?;
     let (bzimage, vmlinux) = if elf::is_elf(&bytes) {
-        progress(&format!("{} is an ELF vmlinux", kernel.display()));
         (None, bytes)
     } else {
+        if !super::bzimage::has_header_magic(&bytes) {
+            return Err(KernelError::NotKernelImage {
+                path: kernel.to_path_buf(),
+                reason: None,
+            });
+        }
+        // A bzImage header with a broken payload is named as such.
         super::bzimage::payload(&bytes).map_err(|error| KernelError::NotKernelImage {
             path: kernel.to_path_buf(),
             reason: Some(error.to_string()),
@@ -41,6 +47,12 @@ pub fn import_kernel_file(
     let release = elf::release_from_banner(&vmlinux).ok_or_else(|| KernelError::NoRelease {
         path: kernel.to_path_buf(),
     })?;
+    if bzimage.is_none() {
+        progress(&format!(
+            "{} is the ELF vmlinux of Linux {release}",
+            kernel.display()
+        ));
+    }
 
     let selected = match modules_dir {
         Some(dir) => {
@@ -340,6 +352,17 @@ mod tests {
             message.contains("neither an ELF vmlinux nor an x86 bzImage"),
             "{message}"
         );
+        assert!(message.contains("/boot/vmlinuz-<release>"), "{message}");
+        let short = dir.path().join("short.txt");
+        fs::write(&short, "13 bytes long").unwrap();
+        let message = import_kernel_file(&short, None, &cache, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("neither an ELF vmlinux nor an x86 bzImage;"),
+            "{message}"
+        );
+        assert!(!message.contains("truncated"), "{message}");
 
         // An ELF file without a kernel banner has no release.
         let elf_file = dir.path().join("tool");

@@ -133,12 +133,17 @@ pub enum KernelError {
         "kernel {release} was imported as an ELF vmlinux without a PVH entry point, which QEMU cannot boot"
     )]
     NoQemuImage { release: String },
-    #[error("{path} is neither an ELF vmlinux nor an x86 bzImage{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    #[error(
+        "{path} is neither an ELF vmlinux nor an x86 bzImage{}; pass a kernel such as /boot/vmlinuz-<release>",
+        reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
     NotKernelImage {
         path: PathBuf,
         reason: Option<String>,
     },
-    #[error("no \"Linux version\" banner in {path}; banger cannot tell the kernel's release")]
+    #[error(
+        "no \"Linux version\" banner in {path}, so it is no Linux kernel or one banger cannot read; pass a kernel such as /boot/vmlinuz-<release>"
+    )]
     NoRelease { path: PathBuf },
     #[error("failed to read {path}")]
     ReadFile {

@@ -16,7 +16,9 @@ use crate::validate::{self, SpecError};
 pub const MACHINE: &str = "microvm,acpi=on,x-option-roms=off,pic=off";
 
 /// Arguments that the backend puts before the caller's kernel command line.
-pub const CONSOLE_CMDLINE: &str = "console=ttyS0";
+/// microvm has no PCI bus, so `pci=off` spares the guest a failed probe and
+/// its alarming console line.
+pub const CONSOLE_CMDLINE: &str = "console=ttyS0 pci=off";
 
 /// Disk cache mode. `writeback` honours guest flushes, so a guest `sync`
 /// reaches the host file, and works on every host file system (unlike

@@ -27,7 +27,7 @@ pub enum VmCommand {
         #[arg(short, long)]
         force: bool,
     },
-    /// Delete VMs and their disks, stopping them first.
+    /// Delete VMs and their disks; running VMs are killed first.
     #[command(alias = "rm")]
     Delete { names: Vec<String> },
     /// Run a command in a running VM, in its workspace when it has one.
@@ -233,7 +233,7 @@ async fn prune(force: bool) -> Result<u8, Failure> {
             .map_err(|e| CliError::local("failed to read the answer").cause(e.to_string()))?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             eprintln!("nothing deleted");
-            return Ok(1);
+            return Ok(0);
         }
     }
     each(names, "delete").await
@@ -312,6 +312,13 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         error,
         exit_code: EXIT_BANGER_FAILED,
     };
+    if args.rm && args.command.is_empty() && !super::workspace::interactive_session() {
+        // The VM would be deleted as soon as it booted.
+        return Err(fail(
+            CliError::invalid("`vm run --rm` without a command has nothing to run here")
+                .hint("pass a command after `--`, or run it on a terminal for a shell"),
+        ));
+    }
     if let Some(path) = &args.path {
         // A bad PATH fails before a VM boots for it.
         super::workspace::check_repository(path).map_err(fail)?;

@@ -65,7 +65,7 @@ fn tcg_argument_vector() {
         "-initrd",
         "/k/initrd.img",
         "-append",
-        "console=ttyS0 root=/dev/vda rw",
+        "console=ttyS0 pci=off root=/dev/vda rw",
         "-chardev",
         "file,id=console,append=on,path=/vms/vm1/console.log",
         "-serial",
@@ -125,7 +125,7 @@ fn no_initrd_disks_or_nics() {
     assert!(!args.iter().any(|arg| arg == "-initrd"));
     assert!(!args.iter().any(|arg| arg == "-drive" || arg == "-netdev"));
     let append = args.iter().position(|arg| arg == "-append").unwrap();
-    assert_eq!(args[append + 1], "console=ttyS0");
+    assert_eq!(args[append + 1], "console=ttyS0 pci=off");
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn tcg_gets_host_tsc_frequency() {
     let append = args.iter().position(|arg| arg == "-append").unwrap();
     assert_eq!(
         args[append + 1],
-        "console=ttyS0 tsc_early_khz=2596000 root=/dev/vda rw"
+        "console=ttyS0 pci=off tsc_early_khz=2596000 root=/dev/vda rw"
     );
 
     let spec = LaunchSpec {
@@ -205,7 +205,7 @@ fn tcg_gets_host_tsc_frequency() {
     let append = args.iter().position(|arg| arg == "-append").unwrap();
     assert_eq!(
         args[append + 1],
-        "console=ttyS0 root=/dev/vda rw",
+        "console=ttyS0 pci=off root=/dev/vda rw",
         "tsc_early_khz is added only under TCG"
     );
 }
