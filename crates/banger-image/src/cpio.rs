@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn cpio_tool_lists_archive() {
-        let Some(cpio) = crate::command::find_in_path("cpio", std::env::var_os("PATH").as_deref())
+        let Some(cpio) = banger_process::find_in_path("cpio", std::env::var_os("PATH").as_deref())
         else {
             eprintln!("skipping cpio_tool_lists_archive: `cpio` is not installed");
             return;

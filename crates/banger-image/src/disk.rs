@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::unistd::{Whence, lseek};
 
-use crate::command::{Cmd, CommandError};
+use banger_process::{CommandError, CommandSpec};
 
 const COPY_BUFFER: usize = 1 << 20;
 const MKFS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -216,7 +216,7 @@ fn format_work_disk(file: &File, path: &Path, size_bytes: u64) -> Result<(), Dis
         path: path.to_path_buf(),
         source,
     };
-    Cmd::new("mkfs.ext4")
+    CommandSpec::new("mkfs.ext4")
         .args(["-F", "-q", "-L", "bangerwork"])
         .args([
             "-E",
@@ -227,7 +227,7 @@ fn format_work_disk(file: &File, path: &Path, size_bytes: u64) -> Result<(), Dis
         .timeout(MKFS_TIMEOUT)
         .run()
         .map_err(format_error)?;
-    let output = Cmd::new("debugfs")
+    let output = CommandSpec::new("debugfs")
         .args(["-w", "-R", "sif / mode 040700"])
         .arg(path)
         .timeout(MKFS_TIMEOUT)
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn work_disk_is_sparse_ext4() {
         let path = std::env::var_os("PATH");
-        if crate::command::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
+        if banger_process::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
             eprintln!("skipping work_disk_is_sparse_ext4: e2fsprogs is not installed");
             return;
         }
@@ -328,14 +328,18 @@ mod tests {
         assert_eq!(meta.len(), 512 * MIB);
         assert!(meta.blocks() * 512 < 64 * MIB, "file stays sparse");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let stats = Cmd::new("dumpe2fs").arg("-h").arg(&disk).run().unwrap();
+        let stats = CommandSpec::new("dumpe2fs")
+            .arg("-h")
+            .arg(&disk)
+            .run()
+            .unwrap();
         let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
         assert!(
             stats.contains("Filesystem volume name:   bangerwork"),
             "{stats}"
         );
         assert!(stats.contains("Reserved block count:     0"), "{stats}");
-        let root = Cmd::new("debugfs")
+        let root = CommandSpec::new("debugfs")
             .args(["-R", "stat /"])
             .arg(&disk)
             .run()

@@ -7,7 +7,6 @@
 //! report progress through a `&mut dyn FnMut(&str)` callback where they take
 //! one.
 
-pub mod command;
 pub mod cpio;
 mod debian;
 pub mod disk;

@@ -278,7 +278,7 @@ pub fn classify_tool_error<E: std::error::Error + 'static>(error: E) -> ApiError
     let mut kind = ErrorKind::Internal;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
-        if let Some(banger_image::command::CommandError::NotFound { .. }) = cause.downcast_ref() {
+        if let Some(banger_process::CommandError::NotFound { .. }) = cause.downcast_ref() {
             kind = ErrorKind::Unavailable;
         }
         source = cause.source();

@@ -141,7 +141,7 @@ fn free_space(label: &str, dir: &Path) -> DoctorCheck {
 }
 
 fn program_check(program: &str, package: &str) -> DoctorCheck {
-    match banger_image::command::find_in_path(program, std::env::var_os("PATH").as_deref()) {
+    match banger_process::find_in_path(program, std::env::var_os("PATH").as_deref()) {
         Some(path) => DoctorCheck::ok(program, path.display().to_string()),
         None => DoctorCheck::fail(
             program,

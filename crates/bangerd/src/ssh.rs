@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use banger_api::ErrorKind;
 use banger_api::network::SshTarget;
-use banger_image::command::{Cmd, CommandError};
 use banger_image::image::{ImageError, InjectFile, inject_files};
 use banger_model::VmRecord;
+use banger_process::{CommandError, CommandSpec};
 use thiserror::Error;
 
 use crate::daemon::Daemon;
@@ -148,7 +148,7 @@ pub fn ensure_key(path: &Path, comment: &str) -> Result<(), SshError> {
     let temp_pub = public_key_path(&temp);
     let _ = std::fs::remove_file(&temp);
     let _ = std::fs::remove_file(&temp_pub);
-    Cmd::new("ssh-keygen")
+    CommandSpec::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(&temp)
         .timeout(KEYGEN_TIMEOUT)
@@ -250,7 +250,7 @@ fn prepare_disks(
     })?;
     // inject_files creates missing directories with mode 0755; sshd wants
     // ~/.ssh private.
-    Cmd::new("debugfs")
+    CommandSpec::new("debugfs")
         .args(["-w", "-R", "sif /.ssh mode 040700"])
         .arg(work_disk)
         .timeout(KEYGEN_TIMEOUT)

@@ -14,8 +14,8 @@ use super::{
     BUILD_FORMAT, BuiltImage, ImageError, ImageMetadata, ImageRecipe, images_dir, io_error,
     recipe_key,
 };
-use crate::command::Cmd;
 use crate::{debian, store};
+use banger_process::CommandSpec;
 
 /// Time allowed for mmdebstrap, which downloads and installs every package.
 const MMDEBSTRAP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -96,7 +96,7 @@ fn ext4_from_tar(
     file.set_len(size_bytes)
         .map_err(io_error("set the size of", &image))?;
     drop(file);
-    Cmd::new("mkfs.ext4")
+    CommandSpec::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "bangerroot", "-N"])
         .arg(inodes.to_string())
         .arg("-d")
@@ -143,7 +143,7 @@ fn validate_recipe(recipe: &ImageRecipe) -> Result<(), ImageError> {
 }
 
 fn run_mmdebstrap(recipe: &ImageRecipe, tar_path: &Path) -> Result<(), ImageError> {
-    let mut command = Cmd::new("mmdebstrap").arg("--variant=minbase");
+    let mut command = CommandSpec::new("mmdebstrap").arg("--variant=minbase");
     if !recipe.packages.is_empty() {
         command = command.arg(format!("--include={}", recipe.packages.join(",")));
     }
@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn ext4_from_synthetic_tar() {
         let path = std::env::var_os("PATH");
-        if crate::command::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
+        if banger_process::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
             eprintln!("skipping ext4_from_synthetic_tar: e2fsprogs is not installed");
             return;
         }
@@ -475,7 +475,10 @@ mod tests {
             debugfs::request(&image, "cat /etc/hostname").unwrap(),
             "banger\n"
         );
-        let fsck = Cmd::new("e2fsck").args(["-f", "-n"]).arg(&image).run();
+        let fsck = CommandSpec::new("e2fsck")
+            .args(["-f", "-n"])
+            .arg(&image)
+            .run();
         assert!(fsck.is_ok(), "{fsck:?}");
     }
 
@@ -513,7 +516,10 @@ mod tests {
         assert!(stat.contains("User:     0"), "{stat}");
         let devices = debugfs::request(&built.path, "ls -p /dev").unwrap();
         assert!(devices.contains("/020666/0/0/null/"), "{devices}");
-        let fsck = Cmd::new("e2fsck").args(["-f", "-n"]).arg(&built.path).run();
+        let fsck = CommandSpec::new("e2fsck")
+            .args(["-f", "-n"])
+            .arg(&built.path)
+            .run();
         assert!(fsck.is_ok(), "{fsck:?}");
         let leftovers = fs::read_dir(cache.join("tmp")).unwrap().count();
         assert_eq!(leftovers, 0, "the staging directory is removed");

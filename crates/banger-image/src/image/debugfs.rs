@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::ImageError;
 use super::unpack::{EntryKind, ExpectedEntry};
-use crate::command::{Cmd, CommandOutput, stderr_tail_text};
+use banger_process::{CommandOutput, CommandSpec, quote_output};
 
 /// Time allowed for one debugfs batch. A batch for a full Debian tree run as
 /// a normal user contains tens of thousands of commands.
@@ -147,7 +147,7 @@ pub fn run_batch(image: &Path, commands: &[String], scratch_dir: &Path) -> Resul
         .flush()
         .map_err(super::io_error("write", script.path()))?;
 
-    let output = Cmd::new("debugfs")
+    let output = CommandSpec::new("debugfs")
         .arg("-w")
         .arg("-f")
         .arg(script.path())
@@ -159,7 +159,7 @@ pub fn run_batch(image: &Path, commands: &[String], scratch_dir: &Path) -> Resul
 
 /// Runs one read-only debugfs request and returns its stdout.
 pub fn request(image: &Path, request: &str) -> Result<String, ImageError> {
-    let output = Cmd::new("debugfs")
+    let output = CommandSpec::new("debugfs")
         .arg("-R")
         .arg(request)
         .arg(image)
@@ -179,7 +179,7 @@ fn check_stderr(image: &Path, output: &CommandOutput) -> Result<(), ImageError> 
     } else {
         Err(ImageError::Debugfs {
             image: image.to_path_buf(),
-            errors: stderr_tail_text(errors.join("\n").as_bytes()),
+            errors: quote_output(errors.join("\n").as_bytes()),
         })
     }
 }

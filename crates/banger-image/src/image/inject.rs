@@ -173,14 +173,14 @@ impl<'a> Listings<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Cmd;
+    use banger_process::CommandSpec;
     use std::fs;
 
     fn have_e2fsprogs() -> bool {
         let path = std::env::var_os("PATH");
         ["mkfs.ext4", "debugfs"]
             .iter()
-            .all(|tool| crate::command::find_in_path(tool, path.as_deref()).is_some())
+            .all(|tool| banger_process::find_in_path(tool, path.as_deref()).is_some())
     }
 
     fn make_image(dir: &Path) -> PathBuf {
@@ -188,7 +188,7 @@ mod tests {
         fs::create_dir_all(tree.join("etc")).unwrap();
         fs::write(tree.join("etc/hostname"), "old\n").unwrap();
         let image = dir.join("test.ext4");
-        Cmd::new("mkfs.ext4")
+        CommandSpec::new("mkfs.ext4")
             .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
             .arg(&tree)
             .arg(&image)
@@ -293,7 +293,10 @@ mod tests {
         inject_files(&image, &files[..1]).unwrap();
         assert_eq!(cat(&image, "/usr/local/bin/banger-agent"), "agent v2\n");
 
-        let fsck = Cmd::new("e2fsck").args(["-f", "-n"]).arg(&image).run();
+        let fsck = CommandSpec::new("e2fsck")
+            .args(["-f", "-n"])
+            .arg(&image)
+            .run();
         assert!(fsck.is_ok(), "e2fsck finds the image clean: {fsck:?}");
     }
 

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use build::build_image;
 pub use inject::{InjectFile, inject_files};
 
-use crate::command::CommandError;
 use crate::store;
+use banger_process::CommandError;
 
 /// Version of the build procedure. It is part of the recipe key, so a
 /// change to what the build produces must change this number.

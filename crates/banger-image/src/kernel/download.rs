@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::KernelError;
 use super::deb::{self, Walk};
-use crate::command::Cmd;
+use banger_process::CommandSpec;
 
 /// Time allowed for one `apt-get download`.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -66,7 +66,7 @@ fn apt_get_download(
 ) -> Result<PathBuf, KernelError> {
     validate_package_name(package)?;
     progress(&format!("apt-get download {package}"));
-    let mut command = Cmd::new("apt-get")
+    let mut command = CommandSpec::new("apt-get")
         .args(["download", package])
         .current_dir(dest_dir)
         .timeout(DOWNLOAD_TIMEOUT);

@@ -138,7 +138,7 @@ mod tests {
     }
 
     fn list_archive(path: &Path) -> Option<String> {
-        let cpio = crate::command::find_in_path("cpio", std::env::var_os("PATH").as_deref())?;
+        let cpio = banger_process::find_in_path("cpio", std::env::var_os("PATH").as_deref())?;
         let output = std::process::Command::new(cpio)
             .args(["-itv", "-F"])
             .arg(path)

@@ -23,9 +23,9 @@ pub use file::import_kernel_file;
 pub use import::import_deb;
 pub use initramfs::{MODULE_DIR, MODULE_LIST_PATH, build_initramfs};
 
-use crate::command::CommandError;
 use crate::cpio::CpioError;
 use crate::store;
+use banger_process::CommandError;
 
 /// Version of the `kernel.json` layout. Other versions are not loaded.
 const METADATA_FORMAT: u32 = 1;
