@@ -7,7 +7,6 @@
 //! on vsock. [`probe::probe_accel`] and [`firecracker::probe_firecracker`]
 //! check whether KVM on this host can boot a guest at all.
 
-mod command;
 pub mod firecracker;
 pub mod probe;
 pub mod process;
@@ -20,7 +19,7 @@ mod vmm;
 use std::error::Error;
 use std::fmt::Write as _;
 
-pub use command::CommandError;
+pub use banger_process::CommandError;
 pub use firecracker::FirecrackerVmm;
 pub use probe::{ProbeOptions, ProbeResult, probe_accel, probe_with};
 pub use qemu::QemuVmm;

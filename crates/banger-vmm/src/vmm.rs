@@ -4,10 +4,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use banger_process::CommandError;
 use thiserror::Error;
 use tokio::net::UnixStream;
 
-use crate::command::CommandError;
 use crate::firecracker::{ApiError, HandshakeError};
 use crate::process::{self, ProcessError};
 use crate::qmp::QmpError;
@@ -207,6 +207,17 @@ pub enum VmmError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Returns the error behind a missing VMM binary: the one from starting it,
+/// or a `NotFound` error for a `PATH` search that found no executable file.
+pub(crate) fn not_found_source(source: Option<io::Error>) -> io::Error {
+    source.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "no executable file of that name in any PATH directory",
+        )
+    })
 }
 
 /// Starts and controls VMM processes, one per VM.

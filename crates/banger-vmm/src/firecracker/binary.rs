@@ -1,14 +1,12 @@
 //! Finding the Firecracker binary and checking its version.
 
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::process::Command;
+use banger_process::{CommandError, CommandSpec};
 
-use crate::command::{self, CommandError};
 use crate::qemu::find_on_path;
 use crate::vmm::VmmError;
 
@@ -54,10 +52,7 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, VmmError> {
         let name = binary.to_string_lossy();
         return find_on_path(&name).ok_or_else(|| VmmError::FirecrackerNotFound {
             binary: binary.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "no executable file of that name in any PATH directory",
-            ),
+            source: crate::vmm::not_found_source(None),
         });
     }
     let metadata = std::fs::metadata(binary).map_err(|source| VmmError::FirecrackerNotFound {
@@ -75,14 +70,15 @@ pub fn resolve_binary(binary: &Path) -> Result<PathBuf, VmmError> {
 /// Runs `binary --version` and returns the version it prints.
 pub async fn version(binary: &Path) -> Result<FirecrackerVersion, VmmError> {
     let resolved = resolve_binary(binary)?;
-    let mut command = Command::new(&resolved);
-    command.arg("--version");
-    let output = command::run(command, VERSION_TIMEOUT)
+    let output = CommandSpec::new(&resolved)
+        .arg("--version")
+        .timeout(VERSION_TIMEOUT)
+        .run_async()
         .await
         .map_err(|error| match error {
             CommandError::NotFound { source, .. } => VmmError::FirecrackerNotFound {
                 binary: binary.to_owned(),
-                source,
+                source: crate::vmm::not_found_source(source),
             },
             other => VmmError::FirecrackerVersion {
                 binary: binary.to_owned(),

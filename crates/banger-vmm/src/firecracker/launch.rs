@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use banger_process::{CommandError, describe_std, spawn_detached};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -18,7 +19,6 @@ use super::rundir::{
     OpenMode, log_tail, open_private, prepare_run_dir, remove_sockets, socket_owner,
 };
 use super::{CONSOLE_CMDLINE, FirecrackerVmm, GUEST_CID, RunPaths, check_version, resolve_binary};
-use crate::command::{self, CommandError};
 use crate::error_chain;
 use crate::process;
 use crate::types::{Accel, BackendKind, LaunchSpec, VmProcess};
@@ -128,9 +128,9 @@ async fn spawn(
         .stdin(Stdio::null())
         .stdout(console)
         .stderr(stderr);
-    let description = command::describe_std(&command);
+    let description = describe_std(&command);
     tracing::info!(vm = %spec.vm_id, command = %description, "starting Firecracker");
-    let spawned = tokio::task::spawn_blocking(move || command::spawn_detached(command))
+    let spawned = tokio::task::spawn_blocking(move || spawn_detached(command))
         .await
         .unwrap_or_else(|join_error| {
             Err(CommandError::Spawn {
@@ -143,7 +143,7 @@ async fn spawn(
         Err(CommandError::NotFound { source, .. }) => {
             return Err(VmmError::FirecrackerNotFound {
                 binary: vmm.binary.clone(),
-                source,
+                source: crate::vmm::not_found_source(source),
             });
         }
         Err(source) => {

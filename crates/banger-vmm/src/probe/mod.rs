@@ -12,11 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use banger_process::{CommandError, CommandSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::process::Command;
 
-use crate::command::{self, CommandError};
 use crate::error_chain;
 use crate::qemu::{MACHINE, accel_args, full_cmdline, host_tsc_khz};
 use crate::types::Accel;
@@ -216,14 +215,15 @@ pub(crate) fn check_kvm_device(device: &Path) -> Result<(), String> {
 }
 
 async fn cache_key(options: &ProbeOptions) -> Result<String, ProbeError> {
-    let mut command = Command::new(&options.qemu);
-    command.arg("--version");
-    let output = command::run(command, VERSION_TIMEOUT)
+    let output = CommandSpec::new(&options.qemu)
+        .arg("--version")
+        .timeout(VERSION_TIMEOUT)
+        .run_async()
         .await
         .map_err(|error| match error {
             CommandError::NotFound { source, .. } => ProbeError::QemuNotFound {
                 binary: options.qemu.clone(),
-                source,
+                source: crate::vmm::not_found_source(source),
             },
             other => ProbeError::QemuVersion(other),
         })?;
@@ -260,43 +260,44 @@ async fn cache_key(options: &ProbeOptions) -> Result<String, ProbeError> {
 /// Boots the probe VM as a direct child with its console on stdout, and
 /// ensures it is gone before returning.
 async fn boot(options: &ProbeOptions) -> Result<BootOutcome, ProbeError> {
-    let mut command = Command::new(&options.qemu);
-    command.args(["-machine", MACHINE]);
-    command.args(accel_args(options.accel));
-    command.args(["-smp", "1", "-m", &format!("{PROBE_MEMORY_MIB}M")]);
-    command.args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ]);
-    command.arg("-kernel").arg(&options.kernel);
-    command.arg("-initrd").arg(&options.initrd);
     let host_tsc_khz = match options.accel {
         Accel::Tcg => host_tsc_khz().await,
         Accel::Kvm => None,
     };
-    command
+    let command = CommandSpec::new(&options.qemu)
+        .args(["-machine", MACHINE])
+        .args(accel_args(options.accel))
+        .args(["-smp", "1", "-m", &format!("{PROBE_MEMORY_MIB}M")])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&options.kernel)
+        .arg("-initrd")
+        .arg(&options.initrd)
         .arg("-append")
-        .arg(full_cmdline(PROBE_ARGS, options.accel, host_tsc_khz));
-    command.args([
-        "-chardev",
-        "stdio,id=console,signal=off",
-        "-serial",
-        "chardev:console",
-    ]);
+        .arg(full_cmdline(PROBE_ARGS, options.accel, host_tsc_khz))
+        .args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ]);
 
     tracing::info!(accel = %options.accel, kernel = %options.kernel.display(), "starting boot probe VM");
-    let mut child = command::spawn(&mut command).map_err(|error| match error {
+    let mut child = command.spawn().map_err(|error| match error {
         CommandError::NotFound { source, .. } => ProbeError::QemuNotFound {
             binary: options.qemu.clone(),
-            source,
+            source: crate::vmm::not_found_source(source),
         },
         other => ProbeError::Start(other),
     })?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        unreachable!("command::spawn pipes stdout and stderr");
+        unreachable!("CommandSpec::spawn pipes stdout and stderr");
     };
     let outcome = watch::watch_boot(stdout, stderr, child.wait(), options.timeout).await;
 

@@ -5,12 +5,11 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use banger_process::{CommandError, CommandSpec, quote_output};
 use nix::sys::signal::Signal;
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::{QemuVmm, RunPaths, args, pidfile, tsc};
-use crate::command::{self, CommandError};
 use crate::error_chain;
 use crate::process;
 use crate::types::{Accel, BackendKind, LaunchSpec, VmProcess};
@@ -35,33 +34,27 @@ pub async fn launch(vmm: &QemuVmm, spec: &LaunchSpec) -> Result<VmProcess, VmmEr
     create_private_file(&spec.console_log)?;
     create_private_file(&paths.log)?;
 
-    let mut command = Command::new(&vmm.binary);
-    command.args(&qemu_args);
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // umask(2), which is async-signal-safe and cannot fail.
-    unsafe {
-        command.pre_exec(|| {
-            // Covers what QEMU creates before it daemonizes and sets its own
-            // umask; the sockets are fixed up after they appear.
-            libc::umask(0o077);
-            Ok(())
-        });
-    }
+    // The umask covers what QEMU creates before it daemonizes and sets its
+    // own umask; the sockets are fixed up after they appear.
+    let command = CommandSpec::new(&vmm.binary)
+        .args(&qemu_args)
+        .umask(0o077)
+        .timeout(vmm.startup_timeout);
 
     tracing::info!(vm = %spec.vm_id, accel = %spec.accel, binary = %vmm.binary.display(), "starting QEMU");
     // With -daemonize the command returns once the daemon has initialised
     // (status 0) or failed (non-zero), so its exit status covers startup.
-    match command::run(command, vmm.startup_timeout).await {
+    match command.run_async().await {
         Ok(output) => {
             if !output.stderr.is_empty() {
-                let stderr = command::quote_output(&output.stderr);
+                let stderr = quote_output(&output.stderr);
                 tracing::warn!(vm = %spec.vm_id, %stderr, "QEMU wrote to stderr while starting");
             }
         }
         Err(CommandError::NotFound { source, .. }) => {
             return Err(VmmError::QemuNotFound {
                 binary: vmm.binary.clone(),
-                source,
+                source: crate::vmm::not_found_source(source),
             });
         }
         Err(source) => {
@@ -272,7 +265,7 @@ pub fn read_log_tail(path: &Path) -> String {
         file.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG_TAIL)))?;
         let mut bytes = Vec::new();
         file.take(MAX_LOG_TAIL).read_to_end(&mut bytes)?;
-        Ok(command::quote_output(&bytes))
+        Ok(quote_output(&bytes))
     };
     read().unwrap_or_else(|error| format!("(log unreadable: {error})"))
 }

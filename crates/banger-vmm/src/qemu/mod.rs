@@ -65,7 +65,7 @@ impl QemuVmm {
             .map(QemuVmm::new)
             .ok_or_else(|| VmmError::QemuNotFound {
                 binary: PathBuf::from(DEFAULT_BINARY),
-                source: io::Error::new(io::ErrorKind::NotFound, "not found in any PATH directory"),
+                source: crate::vmm::not_found_source(None),
             })
     }
 
@@ -90,16 +90,7 @@ impl QemuVmm {
 
 /// Returns the first executable file called `name` in the `PATH` directories.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .map(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    banger_process::find_in_path(name, std::env::var_os("PATH").as_deref())
 }
 
 #[async_trait::async_trait]

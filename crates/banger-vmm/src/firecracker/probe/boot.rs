@@ -4,12 +4,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use banger_process::{CommandError, CommandSpec};
 use tokio::io::{AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 use super::{FirecrackerProbeOptions, ProbeError};
-use crate::command::{self, CommandError};
 use crate::firecracker::api::{
     ActionType, ApiClient, ApiError, BootSource, LogLevel, Logger, MachineConfig, Metrics,
 };
@@ -87,10 +87,10 @@ pub(super) async fn boot(options: &FirecrackerProbeOptions) -> Result<BootOutcom
             .map_err(ProbeError::Prepare)?;
     }
 
-    let mut command = Command::new(&options.firecracker);
-    command.args(firecracker_args("banger-probe", &paths));
+    let command =
+        CommandSpec::new(&options.firecracker).args(firecracker_args("banger-probe", &paths));
     tracing::info!(kernel = %options.kernel.display(), "starting Firecracker boot probe VM");
-    let mut child = command::spawn(&mut command).map_err(ProbeError::Start)?;
+    let mut child = command.spawn().map_err(ProbeError::Start)?;
     let outcome = configure_and_watch(options, &paths, &mut child).await;
 
     if let Ok(None) = child.try_wait() {

@@ -86,7 +86,7 @@ pub(crate) enum ProbeError {
     Prepare(#[source] io::Error),
 
     #[error("failed to start the probe VM")]
-    Start(#[source] crate::command::CommandError),
+    Start(#[source] banger_process::CommandError),
 
     #[error("failed to configure the probe VM: Firecracker failed to {action}")]
     Configure {
