@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::command::{CommandError, CommandRunner, CommandSpec};
+use crate::command::{self, CommandError, CommandRunner};
 use crate::names::{NameError, validate_bridge_name};
 
 /// The systemd-resolved command-line program.
@@ -84,7 +84,7 @@ async fn run<const N: usize>(
     link: &str,
     args: [&str; N],
 ) -> Result<(), ResolvedError> {
-    let spec = CommandSpec::new(RESOLVECTL, args);
+    let spec = command::spec(RESOLVECTL, args);
     runner
         .run(&spec)
         .await
@@ -99,6 +99,7 @@ async fn run<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::CommandSpec;
     use crate::command::fake::{FakeRunner, failed};
 
     #[tokio::test]
@@ -110,7 +111,7 @@ mod tests {
             lines,
             [
                 "resolvectl dns banger0 127.0.0.1:42069",
-                "resolvectl domain banger0 ~vm"
+                "resolvectl domain banger0 '~vm'"
             ]
         );
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::command::{CommandError, CommandRunner, CommandSpec};
+use crate::command::{self, CommandError, CommandRunner};
 use crate::names::{NameError, validate_bridge_name, validate_uplink_name, validate_vm_id};
 use crate::pool::{Pool, PoolError};
 use rules::{RuleEntry, TABLE_FAMILY, TABLE_NAME, VmRule};
@@ -172,10 +172,12 @@ impl<'a> Nat<'a> {
     }
 
     async fn list_locked(&self) -> Result<Vec<RuleEntry>, NatError> {
-        let spec = CommandSpec::new(NFT, ["-j", "list", "table", TABLE_FAMILY, TABLE_NAME]);
+        let spec = command::spec(NFT, ["-j", "list", "table", TABLE_FAMILY, TABLE_NAME]);
         match self.runner.run(&spec).await {
             Ok(output) => rules::parse_rules(&output.stdout).map_err(NatError::ParseList),
-            Err(CommandError::Failed { stderr, .. }) if is_missing_table(&stderr) => Ok(Vec::new()),
+            Err(CommandError::Failed { stderr_tail, .. }) if is_missing_table(&stderr_tail) => {
+                Ok(Vec::new())
+            }
             Err(source) => Err(NatError::Nft {
                 action: "listing table inet banger",
                 source,
@@ -192,7 +194,7 @@ impl<'a> Nat<'a> {
     }
 
     async fn apply(&self, script: String, action: &'static str) -> Result<(), NatError> {
-        let spec = CommandSpec::new(NFT, ["-f", "-"]).with_stdin(script);
+        let spec = command::spec(NFT, ["-f", "-"]).stdin(script);
         self.runner
             .run(&spec)
             .await

@@ -20,10 +20,10 @@ fn listing(rules: &[(&str, u64, &str)]) -> Vec<u8> {
 
 fn runner_listing(rules: &'static [(&'static str, u64, &'static str)]) -> FakeRunner {
     FakeRunner::new(move |spec| {
-        if spec.args.first().map(String::as_str) == Some("-j") {
+        if spec.args.first().is_some_and(|arg| arg == "-j") {
             Ok(CommandOutput {
                 stdout: listing(rules),
-                stderr: Vec::new(),
+                ..CommandOutput::default()
             })
         } else {
             Ok(CommandOutput::default())
