@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use banger_process::CommandSpec;
 use clap::{Args, Subcommand};
 
 use super::Failure;
@@ -120,18 +121,21 @@ pub struct SystemRunner;
 
 impl Runner for SystemRunner {
     fn run(&self, argv: &[&str]) -> Result<String, CliError> {
-        let output = Command::new(argv[0])
-            .args(&argv[1..])
-            .output()
-            .map_err(|e| CliError::local(format!("failed to run `{}`: {e}", argv.join(" "))))?;
-        if !output.status.success() {
-            return Err(CliError::local(format!(
-                "`{}` failed ({}): {}",
-                argv.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+        let Some((program, args)) = argv.split_first() else {
+            return Err(CliError::local(
+                "no program to run because the argument vector is empty",
+            ));
+        };
+        let output = CommandSpec::new(program)
+            .args(args)
+            .run()
+            .map_err(|error| {
+                let mut cli_error = CliError::local(error.to_string());
+                if let Some(cause) = std::error::Error::source(&error) {
+                    cli_error = cli_error.cause(cause.to_string());
+                }
+                cli_error
+            })?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }

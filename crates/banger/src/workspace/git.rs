@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use super::tool::{ToolError, run_tool};
+use banger_process::{CommandError, CommandOutput, CommandSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -19,7 +19,7 @@ pub enum GitError {
     NotARepository {
         path: PathBuf,
         #[source]
-        source: ToolError,
+        source: CommandError,
     },
     #[error(
         "{path} is a bare repository, which has no files to copy; clone it and prepare the clone"
@@ -33,7 +33,7 @@ pub enum GitError {
     Git {
         path: PathBuf,
         #[source]
-        source: ToolError,
+        source: CommandError,
     },
 }
 
@@ -59,22 +59,19 @@ impl HostRepo {
             path: path.to_path_buf(),
             source,
         })?;
-        let bare = run_tool(
-            "git",
-            &[os("rev-parse"), os("--is-bare-repository")],
-            &dir,
-            &[],
-        )
-        .map_err(|source| match source {
-            ToolError::Failed { .. } => GitError::NotARepository {
-                path: dir.clone(),
-                source,
-            },
-            other => GitError::Git {
-                path: dir.clone(),
-                source: other,
-            },
-        })?;
+        let bare =
+            run_git(&dir, &["rev-parse", "--is-bare-repository"], &[]).map_err(|source| {
+                match source {
+                    CommandError::Failed { .. } => GitError::NotARepository {
+                        path: dir.clone(),
+                        source,
+                    },
+                    other => GitError::Git {
+                        path: dir.clone(),
+                        source: other,
+                    },
+                }
+            })?;
         if text(&bare.stdout) == "true" {
             return Err(GitError::Bare { path: dir });
         }
@@ -133,7 +130,7 @@ impl HostRepo {
         if let Some(exclude) = &exclude {
             args.push(os(exclude));
         }
-        run_tool("git", &args, &self.root, &[]).map_err(|source| GitError::Git {
+        run_git(&self.root, &args, &[]).map_err(|source| GitError::Git {
             path: self.root.clone(),
             source,
         })?;
@@ -144,8 +141,8 @@ impl HostRepo {
     pub fn has_commit(&self, commit: &str) -> Result<bool, GitError> {
         let spec = format!("{commit}^{{commit}}");
         let args = [os("rev-parse"), os("-q"), os("--verify"), os(&spec)];
-        run_tool("git", &args, &self.root, &[1])
-            .map(|output| output.code == 0)
+        run_git(&self.root, &args, &[1])
+            .map(|output| output.status.success())
             .map_err(|source| GitError::Git {
                 path: self.root.clone(),
                 source,
@@ -153,8 +150,7 @@ impl HostRepo {
     }
 
     fn git(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {
-        let args: Vec<&OsStr> = args.iter().map(|arg| os(arg)).collect();
-        run_tool("git", &args, &self.root, &[])
+        run_git(&self.root, args, &[])
             .map(|output| output.stdout)
             .map_err(|source| GitError::Git {
                 path: self.root.clone(),
@@ -182,12 +178,11 @@ fn check_submodules(root: &Path) -> Result<(), GitError> {
             first: ".gitmodules".into(),
         });
     }
-    let output = run_tool("git", &[os("ls-files"), os("-z"), os("--stage")], root, &[]).map_err(
-        |source| GitError::Git {
+    let output =
+        run_git(root, &["ls-files", "-z", "--stage"], &[]).map_err(|source| GitError::Git {
             path: root.to_path_buf(),
             source,
-        },
-    )?;
+        })?;
     for entry in output.stdout.split(|&b| b == 0) {
         if entry.starts_with(b"160000 ") {
             let path = entry
@@ -207,16 +202,29 @@ fn check_submodules(root: &Path) -> Result<(), GitError> {
 /// Runs git in `dir` and returns its trimmed output, or `None` when it
 /// printed nothing or exited with one of the `absent` codes.
 fn git_text(dir: &Path, args: &[&str], absent: &[i32]) -> Result<Option<String>, GitError> {
-    let args: Vec<&OsStr> = args.iter().map(|arg| os(arg)).collect();
-    let output = run_tool("git", &args, dir, absent).map_err(|source| GitError::Git {
+    let output = run_git(dir, args, absent).map_err(|source| GitError::Git {
         path: dir.to_path_buf(),
         source,
     })?;
-    if output.code != 0 {
+    if !output.status.success() {
         return Ok(None);
     }
     let value = text(&output.stdout);
     Ok((!value.is_empty()).then_some(value))
+}
+
+/// Runs `git args...` in `dir`. Exit codes in `accepted` count as success,
+/// besides 0.
+fn run_git<S: AsRef<OsStr>>(
+    dir: &Path,
+    args: &[S],
+    accepted: &[i32],
+) -> Result<CommandOutput, CommandError> {
+    CommandSpec::new("git")
+        .args(args)
+        .current_dir(dir)
+        .accept_exit_codes(accepted)
+        .run()
 }
 
 fn os(text: &str) -> &OsStr {

@@ -16,7 +16,6 @@ pub mod export;
 pub mod git;
 pub mod prepare;
 pub mod script;
-pub mod tool;
 
 #[cfg(test)]
 mod script_tests;
