@@ -303,10 +303,9 @@ impl<O: AsyncRead + Unpin, E: AsyncRead + Unpin> Watcher<O, E> {
     fn failed(&self, paths: &RunPaths, reason: &str) -> BootOutcome {
         BootOutcome::Failed {
             reason: format!(
-                "{reason}; last console lines: {}; Firecracker standard error: {}; Firecracker log ({}): {}",
+                "{reason}; last console lines: {}; Firecracker standard error: {}; Firecracker log: {}",
                 self.console_tail.join(),
                 self.stderr_tail.join(),
-                paths.log.display(),
                 last_log_lines(&paths.log),
             ),
         }
