@@ -12,6 +12,7 @@ pub mod probe;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+mod signals;
 mod types;
 pub mod validate;
 mod vmm;

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::api::{ActionType, VmState};
 use super::rundir::{remove_sockets, socket_owner};
 use super::{FirecrackerVmm, RunPaths};
 use crate::error_chain;
 use crate::process;
+use crate::signals;
 use crate::types::{StopPath, VmProcess, VmRunState};
 use crate::vmm::VmmError;
 
@@ -97,49 +96,15 @@ pub async fn stop(
         }
     }
 
-    if signal_and_wait(vmm, process, Signal::SIGTERM).await? {
-        return finish(process, StopPath::Sigterm).await;
-    }
-    tracing::warn!(
-        pid,
-        "Firecracker did not exit after SIGTERM; sending SIGKILL"
-    );
-
-    if signal_and_wait(vmm, process, Signal::SIGKILL).await? {
-        return finish(process, StopPath::Sigkill).await;
-    }
-    Err(VmmError::KillTimedOut {
-        pid,
-        waited: vmm.step_timeout,
-    })
+    let path = signals::terminate(process, vmm.step_timeout, "Firecracker").await?;
+    finish(process, path).await
 }
 
 /// Sends SIGKILL and waits until the process is gone, then removes its sockets.
 pub async fn kill(vmm: &FirecrackerVmm, process: &VmProcess) -> Result<(), VmmError> {
     tracing::info!(pid = process.pid, "killing Firecracker");
-    if !signal_and_wait(vmm, process, Signal::SIGKILL).await? {
-        return Err(VmmError::KillTimedOut {
-            pid: process.pid,
-            waited: vmm.step_timeout,
-        });
-    }
+    signals::kill(process, vmm.step_timeout).await?;
     cleanup(process).await
-}
-
-/// Sends `signal` and returns whether the process is gone within the step
-/// timeout. A process that is already gone counts as gone.
-async fn signal_and_wait(
-    vmm: &FirecrackerVmm,
-    process: &VmProcess,
-    signal: Signal,
-) -> Result<bool, VmmError> {
-    process::send_signal(process.pid, process.start_time, signal).map_err(|source| {
-        VmmError::Process {
-            pid: process.pid,
-            source,
-        }
-    })?;
-    Ok(process::wait_gone(process.pid, process.start_time, vmm.step_timeout).await)
 }
 
 async fn finish(process: &VmProcess, path: StopPath) -> Result<StopPath, VmmError> {

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::launch::remove_stale_files;
 use super::{QemuVmm, RunPaths, pidfile};
 use crate::error_chain;
 use crate::process;
 use crate::qmp::QmpClient;
+use crate::signals;
 use crate::types::{StopPath, VmProcess, VmRunState};
 use crate::vmm::VmmError;
 
@@ -109,46 +108,15 @@ pub async fn stop(
         }
     }
 
-    if signal_and_wait(vmm, process, Signal::SIGTERM).await? {
-        return finish(process, StopPath::Sigterm);
-    }
-    tracing::warn!(pid, "QEMU did not exit after SIGTERM; sending SIGKILL");
-
-    if signal_and_wait(vmm, process, Signal::SIGKILL).await? {
-        return finish(process, StopPath::Sigkill);
-    }
-    Err(VmmError::KillTimedOut {
-        pid,
-        waited: vmm.step_timeout,
-    })
+    let path = signals::terminate(process, vmm.step_timeout, "QEMU").await?;
+    finish(process, path)
 }
 
 /// Sends SIGKILL and waits until the process is gone, then removes its files.
 pub async fn kill(vmm: &QemuVmm, process: &VmProcess) -> Result<(), VmmError> {
     tracing::info!(pid = process.pid, "killing VMM");
-    if !signal_and_wait(vmm, process, Signal::SIGKILL).await? {
-        return Err(VmmError::KillTimedOut {
-            pid: process.pid,
-            waited: vmm.step_timeout,
-        });
-    }
+    signals::kill(process, vmm.step_timeout).await?;
     cleanup(process)
-}
-
-/// Sends `signal` and returns whether the process is gone within the step
-/// timeout. A process that is already gone counts as gone.
-async fn signal_and_wait(
-    vmm: &QemuVmm,
-    process: &VmProcess,
-    signal: Signal,
-) -> Result<bool, VmmError> {
-    process::send_signal(process.pid, process.start_time, signal).map_err(|source| {
-        VmmError::Process {
-            pid: process.pid,
-            source,
-        }
-    })?;
-    Ok(process::wait_gone(process.pid, process.start_time, vmm.step_timeout).await)
 }
 
 fn finish(process: &VmProcess, path: StopPath) -> Result<StopPath, VmmError> {
