@@ -2,7 +2,6 @@
 
 mod client;
 mod commands;
-mod exec;
 mod remote;
 mod render;
 mod terminal;

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use banger_api::{CreateVmRequest, Event, SetVmRequest, VmRecord, VmState};
 use banger_model::{format_size, parse_size};
 use clap::{Args, Subcommand};
@@ -5,6 +7,7 @@ use hyper::Method;
 
 use super::{EXIT_BANGER_FAILED, Failure};
 use crate::client::Client;
+use crate::remote;
 use crate::render::{CliError, print_table, progress};
 
 #[derive(Subcommand, Debug)]
@@ -340,9 +343,20 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         );
         Ok(0)
     } else {
-        crate::exec::run(&client, &vm.name, args.command)
+        // A terminal's input would reach a command without a pty only line
+        // by line, so it gets none; piped input is forwarded.
+        let input = if std::io::stdin().is_terminal() {
+            remote::Input::Null
+        } else {
+            remote::Input::Inherit
+        };
+        let command = remote::RemoteCommand {
+            argv: args.command,
+            ..Default::default()
+        };
+        remote::run(&client, &vm.name, command, input, remote::Output::Inherit)
             .await
-            .map(|status| exit_code(&status))
+            .map(|finished| exit_code(&finished.status))
     };
     if shell && !args.rm {
         super::workspace::remind_running(&vm.name);
