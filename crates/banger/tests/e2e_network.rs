@@ -347,3 +347,122 @@ fn guests_get_addresses_ssh_dns_and_nat() {
 
     banger_ok(&env, &main, &["daemon", "stop"]);
 }
+
+/// A banger-root process serving in a namespace, ended on drop.
+struct RootHelper {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl RootHelper {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RootHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn guest_network_through_the_root_helper() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let ns = Netns::create("helper");
+    ns.exec("ip", &["link", "set", "lo", "up"]);
+
+    let helper_dir = tempfile::tempdir().unwrap();
+    let config = helper_dir.path().join("root.toml");
+    let socket = helper_dir.path().join("root.sock");
+    std::fs::write(&config, "owner_uid = 0\npool = \"172.30.7.0/24\"\n").unwrap();
+    let log = helper_dir.path().join("banger-root.log");
+    let bin_dir = std::path::PathBuf::from(std::env::var_os("BANGER_BIN_DIR").unwrap());
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(bin_dir.join("banger-root"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("banger-root starts");
+    let helper = RootHelper { child, log };
+    // Declared after the helper, so its VMs and daemon are gone before the
+    // helper ends and the namespace is deleted.
+    let env = UserEnv::shared();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "banger-root did not create {}: {}",
+            socket.display(),
+            helper.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    env.write_config(&format!(
+        "helper_socket = \"{}\"\n[network]\npool = \"172.30.7.0/24\"\nguest_dns = \"{UPSTREAM}\"\n",
+        socket.display()
+    ));
+    let deb = kernel_deb()
+        .expect("set BANGER_TEST_KERNEL_DIR to a directory with Debian's cloud kernel .deb");
+    banger_ok(
+        &env,
+        &ns,
+        &[
+            "kernel",
+            "import",
+            "--deb",
+            &deb,
+            "--name",
+            "debian-cloud-amd64",
+        ],
+    );
+    let status = banger_ok(&env, &ns, &["system", "status"]);
+    assert!(status.contains("network: helper"), "{status}");
+
+    banger_ok(
+        &env,
+        &ns,
+        &["vm", "create", "--name", "hv", "--memory", "512"],
+    );
+    let names = links(&ns);
+    assert!(names.contains(&"banger0".to_owned()), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("bgt")).count(),
+        1,
+        "{names:?}"
+    );
+    let addr = banger_ok(
+        &env,
+        &ns,
+        &["vm", "exec", "hv", "--", "ip", "-4", "-o", "addr"],
+    );
+    assert!(addr.contains("172.30.7."), "{addr}");
+
+    // The helper did the privileged work and logged each request with the
+    // daemon's operation id.
+    let text = helper.log();
+    for op in ["ensure_bridge", "create_tap"] {
+        assert!(text.contains(op), "no {op} in the helper log:\n{text}");
+    }
+    assert!(text.contains("op_id"), "{text}");
+
+    banger_ok(&env, &ns, &["vm", "delete", "hv"]);
+    let names = links(&ns);
+    assert!(!names.iter().any(|n| n.starts_with("bgt")), "{names:?}");
+    assert!(helper.log().contains("delete_tap"), "{}", helper.log());
+    banger_ok(&env, &ns, &["daemon", "stop"]);
+}
