@@ -77,7 +77,7 @@ impl WorkspaceBench {
         // One untimed copy of each kind warms the guest's page cache and the
         // daemon's agent session.
         self.prepare(vm, repo_arg, "/root/bench-ws-warm")?;
-        self.banger(&["vm", "exec", vm, "--", "rm", "-rf", "/root/bench-ws-warm"])?;
+        self.in_home(vm, &["rm", "-rf", "/root/bench-ws-warm"])?;
         self.archive_copy(vm, repo, "warm")?;
 
         let mut first_times = Vec::new();
@@ -98,7 +98,10 @@ impl WorkspaceBench {
             let start = Instant::now();
             self.prepare(vm, repo_arg, &guest_path)?;
             again_times.push(start.elapsed());
-            self.banger(&["vm", "exec", vm, "--", "rm", "-rf", &guest_path])?;
+            // The last copy stays: it is the workspace `vm exec` runs in below.
+            if run < self.runs {
+                self.in_home(vm, &["rm", "-rf", &guest_path])?;
+            }
 
             archive_times.push(self.archive_copy(vm, repo, &run.to_string())?);
             eprintln!(
@@ -142,6 +145,13 @@ impl WorkspaceBench {
         Ok(())
     }
 
+    /// Runs a command in the guest's `/root`, whatever the VM's workspace is.
+    fn in_home(&self, vm: &str, command: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["vm", "exec", vm, "--guest-path", "/root", "--"];
+        args.extend_from_slice(command);
+        self.banger(&args)
+    }
+
     fn prepare(&self, vm: &str, repo: &str, guest_path: &str) -> anyhow::Result<()> {
         self.banger(&[
             "vm",
@@ -158,7 +168,7 @@ impl WorkspaceBench {
     /// fresh directory; only the pipeline is timed.
     fn archive_copy(&self, vm: &str, repo: &Path, tag: &str) -> anyhow::Result<Duration> {
         let dir = format!("/root/bench-archive-{tag}");
-        self.banger(&["vm", "exec", vm, "--", "mkdir", "-p", &dir])?;
+        self.in_home(vm, &["mkdir", "-p", &dir])?;
         let start = Instant::now();
         let mut archive = Command::new("git")
             .args(["archive", "HEAD"])
@@ -168,7 +178,18 @@ impl WorkspaceBench {
             .context("failed to run git archive")?;
         let archive_out = archive.stdout.take().context("git archive has no stdout")?;
         let extract = Command::new(&self.banger)
-            .args(["vm", "exec", vm, "--", "tar", "-x", "-C", &dir])
+            .args([
+                "vm",
+                "exec",
+                vm,
+                "--guest-path",
+                "/root",
+                "--",
+                "tar",
+                "-x",
+                "-C",
+                &dir,
+            ])
             .stdin(archive_out)
             .output()
             .context("failed to run banger vm exec")?;
@@ -181,7 +202,7 @@ impl WorkspaceBench {
                 String::from_utf8_lossy(&extract.stderr)
             );
         }
-        self.banger(&["vm", "exec", vm, "--", "rm", "-rf", &dir])?;
+        self.in_home(vm, &["rm", "-rf", &dir])?;
         Ok(elapsed)
     }
 

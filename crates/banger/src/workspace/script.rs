@@ -155,6 +155,7 @@ if ! grep -qs ' /root ' /proc/mounts; then
 "#,
     wait_for_work_disk!(125),
     r#"fi
+[ -d "$dir" ] || fail 126 "directory $dir does not exist in the guest; prepare the workspace again or pass --guest-path"
 cd "$dir" || exit 126
 if command -v mise >/dev/null 2>&1; then exec mise exec -- "$@"; fi
 # The same message and code as the agent gives for a program missing from

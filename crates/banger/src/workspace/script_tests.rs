@@ -442,6 +442,12 @@ fn exec_wrapper_reports_missing_programs_like_the_agent() {
 
     let no_dir = run_wrapper(&dir.path().join("gone"), &["true"]);
     assert_eq!(no_dir.code, 126);
+    assert!(
+        no_dir.stderr.contains("does not exist in the guest"),
+        "{}",
+        no_dir.stderr
+    );
+    assert!(no_dir.stderr.contains("--guest-path"), "{}", no_dir.stderr);
 }
 
 #[test]
