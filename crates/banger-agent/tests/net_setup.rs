@@ -69,9 +69,7 @@ fn net_setup(netns: &str, cmdline: &std::path::Path, etc: &std::path::Path) -> O
 #[test]
 fn net_setup_configures_interface_in_netns() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "skipping net_setup_configures_interface_in_netns: creating network namespaces needs root"
-        );
+        banger_test_support::skip("creating network namespaces needs root");
         return;
     }
     let host_name = text(&run_ok("hostname", &[]));

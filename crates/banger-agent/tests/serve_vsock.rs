@@ -98,7 +98,7 @@ fn host_has_vsock() -> bool {
 #[test]
 fn vsock_port_listens_and_rejects_port_in_use() {
     if !host_has_vsock() {
-        eprintln!("skipping: this host has no AF_VSOCK sockets (load the vsock module)");
+        banger_test_support::skip("this host has no AF_VSOCK sockets (load the vsock module)");
         return;
     }
     // A port that no other test run is likely to hold.

@@ -389,7 +389,7 @@ mod tests {
     fn cpio_tool_lists_archive() {
         let Some(cpio) = banger_process::find_in_path("cpio", std::env::var_os("PATH").as_deref())
         else {
-            eprintln!("skipping cpio_tool_lists_archive: `cpio` is not installed");
+            banger_test_support::skip("`cpio` is not installed");
             return;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -317,7 +317,7 @@ mod tests {
     fn work_disk_is_sparse_ext4() {
         let path = std::env::var_os("PATH");
         if banger_process::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
-            eprintln!("skipping work_disk_is_sparse_ext4: e2fsprogs is not installed");
+            banger_test_support::skip("e2fsprogs is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

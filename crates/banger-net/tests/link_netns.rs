@@ -252,7 +252,10 @@ fn qemu_attaches_as_owner_only(tap: &str) {
         .output()
         .is_err()
     {
-        eprintln!("skipping the QEMU attach check: qemu-system-x86_64 not found");
+        banger_test_support::skip_check(
+            "the QEMU attach check",
+            "qemu-system-x86_64 is not installed",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

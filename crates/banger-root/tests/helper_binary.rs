@@ -404,7 +404,7 @@ fn helper_binary_in_netns() {
 #[test]
 fn helper_rejects_bad_config() {
     if !common::is_root() {
-        eprintln!("skipping helper_rejects_bad_config: banger-root refuses to start when not root");
+        banger_test_support::skip("banger-root refuses to start when not root");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use common::{UserEnv, skip_reason};
 macro_rules! require_e2e {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("skipped: {reason}");
+            banger_test_support::skip(reason);
             return;
         }
     };
@@ -320,17 +320,7 @@ fn vm_run_without_command_on_a_terminal_opens_a_shell() {
 /// Unpacks the test kernel package; None when BANGER_TEST_KERNEL_DIR holds
 /// none (scripts/test.sh downloads it).
 fn unpacked_kernel_package(into: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
-    let dir = std::env::var_os("BANGER_TEST_KERNEL_DIR")?;
-    let deb = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            let name = path.file_name().unwrap().to_string_lossy();
-            name.starts_with("linux-image-")
-                && name.contains("-cloud-amd64_")
-                && !name.starts_with("linux-image-cloud-amd64_")
-        })?;
+    let deb = banger_test_support::kernel_deb()?;
     let status = std::process::Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
@@ -352,7 +342,7 @@ fn kernel_imported_as_vmlinux_with_modules_boots() {
     require_e2e!();
     let unpacked = tempfile::tempdir().unwrap();
     let Some((modules, release)) = unpacked_kernel_package(unpacked.path()) else {
-        eprintln!("skipped: no kernel package in BANGER_TEST_KERNEL_DIR");
+        banger_test_support::skip("no kernel package in BANGER_TEST_KERNEL_DIR");
         return;
     };
     let env = UserEnv::shared();

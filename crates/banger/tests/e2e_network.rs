@@ -120,33 +120,19 @@ fn links(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
-/// Debian's cloud kernel package, from BANGER_TEST_KERNEL_DIR (set by
-/// scripts/test.sh) or /tmp/kdeb.
+/// Debian's cloud kernel package from BANGER_TEST_KERNEL_DIR.
 fn kernel_deb() -> Option<String> {
-    let dirs = [
-        std::env::var("BANGER_TEST_KERNEL_DIR").unwrap_or_default(),
-        "/tmp/kdeb".to_owned(),
-    ];
-    dirs.iter().filter(|d| !d.is_empty()).find_map(|dir| {
-        std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            (name.starts_with("linux-image-")
-                && name.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
-                && name.contains("-cloud-amd64_")
-                && name.ends_with(".deb"))
-            .then(|| entry.path().display().to_string())
-        })
-    })
+    banger_test_support::kernel_deb().map(|path| path.display().to_string())
 }
 
 #[test]
 fn guests_get_addresses_ssh_dns_and_nat() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        banger_test_support::skip(reason);
         return;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: network namespaces need root");
+        banger_test_support::skip("network namespaces need root");
         return;
     }
     let main = Netns::create("main");
@@ -370,11 +356,11 @@ impl Drop for RootHelper {
 #[test]
 fn guest_network_through_the_root_helper() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        banger_test_support::skip(reason);
         return;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: network namespaces need root");
+        banger_test_support::skip("network namespaces need root");
         return;
     }
     let ns = Netns::create("helper");

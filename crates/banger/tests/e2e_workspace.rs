@@ -13,7 +13,7 @@ use common::{UserEnv, skip_reason};
 macro_rules! require_e2e {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("skipped: {reason}");
+            banger_test_support::skip(reason);
             return;
         }
     };

@@ -415,7 +415,7 @@ mod tests {
     fn ext4_from_synthetic_tar() {
         let path = std::env::var_os("PATH");
         if banger_process::find_in_path("mkfs.ext4", path.as_deref()).is_none() {
-            eprintln!("skipping ext4_from_synthetic_tar: e2fsprogs is not installed");
+            banger_test_support::skip("e2fsprogs is not installed");
             return;
         }
         let staging = tempfile::tempdir().unwrap();

@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn inject_writes_and_replaces_files() {
         if !have_e2fsprogs() {
-            eprintln!("skipping inject_writes_and_replaces_files: e2fsprogs is not installed");
+            banger_test_support::skip("e2fsprogs is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn inject_rejects_bad_targets() {
         if !have_e2fsprogs() {
-            eprintln!("skipping inject_rejects_bad_targets: e2fsprogs is not installed");
+            banger_test_support::skip("e2fsprogs is not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

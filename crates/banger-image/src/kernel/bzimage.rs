@@ -426,9 +426,9 @@ mod tests {
 
     #[test]
     fn real_debian_bzimage() {
-        let Some(deb) = crate::kernel::deb::test_kernel_deb() else {
-            eprintln!(
-                "skipping real_debian_bzimage: no linux-image-*-cloud-amd64 .deb in BANGER_TEST_KERNEL_DIR"
+        let Some(deb) = banger_test_support::kernel_deb() else {
+            banger_test_support::skip(
+                "no linux-image-*-cloud-amd64 .deb in BANGER_TEST_KERNEL_DIR",
             );
             return;
         };

@@ -261,41 +261,6 @@ pub(crate) fn depends(control: &str) -> Vec<String> {
         .collect()
 }
 
-/// Directory holding the kernel packages the tests use: `BANGER_TEST_KERNEL_DIR`
-/// (scripts/test.sh fills it with `apt-get download`), else `/tmp/kdeb`.
-#[cfg(test)]
-pub(crate) fn test_kernel_dir() -> std::path::PathBuf {
-    std::env::var_os("BANGER_TEST_KERNEL_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/tmp/kdeb".into())
-}
-
-/// Returns the kernel .deb in the test kernel directory, when present.
-#[cfg(test)]
-pub(crate) fn test_kernel_deb() -> Option<std::path::PathBuf> {
-    let dir = std::fs::read_dir(test_kernel_dir()).ok()?;
-    dir.filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("linux-image-")
-                && name.contains("-cloud-amd64_")
-                && !name.starts_with("linux-image-cloud-amd64_")
-                && name.ends_with(".deb")
-        })
-}
-
-#[cfg(test)]
-pub(crate) fn test_meta_deb() -> Option<std::path::PathBuf> {
-    let dir = std::fs::read_dir(test_kernel_dir()).ok()?;
-    dir.filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("linux-image-cloud-amd64_") && name.ends_with(".deb")
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,10 +298,8 @@ mod tests {
 
     #[test]
     fn real_metapackage_depends_on_kernel() {
-        let Some(meta) = test_meta_deb() else {
-            eprintln!(
-                "skipping real_metapackage_depends_on_kernel: no metapackage in BANGER_TEST_KERNEL_DIR"
-            );
+        let Some(meta) = banger_test_support::kernel_meta_deb() else {
+            banger_test_support::skip("no metapackage in BANGER_TEST_KERNEL_DIR");
             return;
         };
         let control = read_control(&meta).unwrap();
@@ -353,10 +316,8 @@ mod tests {
 
     #[test]
     fn truncated_package_names_data_member() {
-        let Some(deb) = test_kernel_deb() else {
-            eprintln!(
-                "skipping truncated_package_names_data_member: no kernel .deb in BANGER_TEST_KERNEL_DIR"
-            );
+        let Some(deb) = banger_test_support::kernel_deb() else {
+            banger_test_support::skip("no kernel .deb in BANGER_TEST_KERNEL_DIR");
             return;
         };
         let bytes = std::fs::read(&deb).unwrap();

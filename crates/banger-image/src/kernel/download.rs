@@ -157,10 +157,11 @@ mod tests {
 
     #[test]
     fn metapackage_is_followed() {
-        let (Some(meta), Some(kernel)) = (deb::test_meta_deb(), deb::test_kernel_deb()) else {
-            eprintln!(
-                "skipping metapackage_is_followed: no kernel packages in BANGER_TEST_KERNEL_DIR"
-            );
+        let (Some(meta), Some(kernel)) = (
+            banger_test_support::kernel_meta_deb(),
+            banger_test_support::kernel_deb(),
+        ) else {
+            banger_test_support::skip("no kernel packages in BANGER_TEST_KERNEL_DIR");
             return;
         };
         let work = tempfile::tempdir().unwrap();

@@ -238,13 +238,12 @@ fn index_modules(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::deb;
 
     /// Unpacks the test kernel package with dpkg-deb; None (and a note) when
     /// the package or dpkg-deb is missing.
     fn unpacked_test_kernel(into: &Path) -> Option<(PathBuf, PathBuf, String)> {
-        let Some(deb) = deb::test_kernel_deb() else {
-            eprintln!("skipping: no kernel .deb in BANGER_TEST_KERNEL_DIR");
+        let Some(deb) = banger_test_support::kernel_deb() else {
+            banger_test_support::skip("no kernel .deb in BANGER_TEST_KERNEL_DIR");
             return None;
         };
         let status = std::process::Command::new("dpkg-deb")
@@ -253,7 +252,7 @@ mod tests {
             .arg(into)
             .status();
         if !status.is_ok_and(|status| status.success()) {
-            eprintln!("skipping: dpkg-deb -x failed on {}", deb.display());
+            banger_test_support::skip(format!("dpkg-deb -x failed on {}", deb.display()));
             return None;
         }
         let vmlinuz = fs::read_dir(into.join("boot"))

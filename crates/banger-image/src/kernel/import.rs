@@ -311,8 +311,8 @@ mod tests {
 
     #[test]
     fn real_package_import() {
-        let Some(deb) = deb::test_kernel_deb() else {
-            eprintln!("skipping real_package_import: no kernel .deb in BANGER_TEST_KERNEL_DIR");
+        let Some(deb) = banger_test_support::kernel_deb() else {
+            banger_test_support::skip("no kernel .deb in BANGER_TEST_KERNEL_DIR");
             return;
         };
         let cache = tempfile::tempdir().unwrap();

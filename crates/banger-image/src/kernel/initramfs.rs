@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(entries, 2, "no temporary files remain");
 
         let Some(listing) = list_archive(&first) else {
-            eprintln!("skipping the cpio listing check: `cpio` is not installed");
+            banger_test_support::skip_check("the cpio listing check", "`cpio` is not installed");
             return;
         };
         let expect = [

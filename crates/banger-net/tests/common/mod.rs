@@ -82,7 +82,7 @@ pub fn run_isolated(test: &str, peers: usize, body: impl FnOnce(&Scenario)) {
         return;
     }
     if !is_root() {
-        eprintln!("skipping {test}: creating network namespaces needs root");
+        banger_test_support::skip("creating network namespaces needs root");
         return;
     }
 

@@ -37,7 +37,7 @@ pub fn run_isolated(test: &str, body: impl FnOnce()) {
         return;
     }
     if !is_root() {
-        eprintln!("skipping {test}: creating network namespaces and running banger-root need root");
+        banger_test_support::skip("creating network namespaces and running banger-root need root");
         return;
     }
     let nanos = SystemTime::now()

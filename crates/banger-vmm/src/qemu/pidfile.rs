@@ -107,7 +107,7 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
         else {
-            eprintln!("skipping: python3 is not installed");
+            banger_test_support::skip("python3 is not installed");
             return;
         };
         let mut line = String::new();

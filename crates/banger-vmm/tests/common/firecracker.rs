@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use banger_vmm::{Accel, DiskSpec, FirecrackerVmm, LaunchSpec};
 
-use super::{KERNEL_DEB, skip};
+use super::skip;
 
 /// Variants of the test guest, named by their `-D` define.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,18 +149,18 @@ pub fn test_cache() -> PathBuf {
 pub fn debian_kernel() -> Option<&'static banger_image::KernelArtifacts> {
     static KERNEL: OnceLock<Option<banger_image::KernelArtifacts>> = OnceLock::new();
     let kernel = KERNEL.get_or_init(|| {
-        if !Path::new(KERNEL_DEB).exists() {
-            return None;
-        }
-        let artifacts =
-            banger_image::import_deb(Path::new(KERNEL_DEB), &test_cache(), &mut |step| {
-                eprintln!("kernel import: {step}");
-            })
-            .unwrap();
+        let deb = banger_test_support::kernel_deb()?;
+        let artifacts = banger_image::import_deb(&deb, &test_cache(), &mut |step| {
+            eprintln!("kernel import: {step}");
+        })
+        .unwrap();
         Some(artifacts)
     });
     if kernel.is_none() {
-        skip(&format!("{KERNEL_DEB} is missing"));
+        skip(format!(
+            "no Debian cloud kernel package in {}",
+            banger_test_support::KERNEL_DIR_ENV
+        ));
     }
     kernel.as_ref()
 }

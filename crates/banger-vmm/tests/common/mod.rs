@@ -15,10 +15,6 @@ use std::time::Duration;
 
 use banger_vmm::{Accel, LaunchSpec, QemuVmm, VmProcess};
 
-/// Debian's cloud kernel package, downloaded with `apt-get download
-/// linux-image-6.1.0-57-cloud-amd64`.
-pub const KERNEL_DEB: &str = "/tmp/kdeb/linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb";
-
 /// Modules the test init loads, in load order, relative to the package's
 /// `lib/modules/<release>/kernel`.
 const GUEST_MODULES: [&str; 7] = [
@@ -51,9 +47,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-pub fn skip(reason: &str) {
-    eprintln!("skipping: {reason}");
-}
+pub use banger_test_support::skip;
 
 /// Returns a QEMU backend for `qemu-system-x86_64` on `PATH`.
 pub fn qemu() -> Option<QemuVmm> {
@@ -71,17 +65,14 @@ pub fn qemu() -> Option<QemuVmm> {
 pub fn kernel() -> Option<&'static Kernel> {
     static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
     let kernel = KERNEL.get_or_init(|| {
-        if !Path::new(KERNEL_DEB).exists() {
-            return None;
-        }
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-kernel");
+        let deb = banger_test_support::kernel_deb()?;
+        // One directory per package, so a newer package is unpacked afresh.
+        let stem = deb.file_stem().unwrap().to_string_lossy().into_owned();
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(stem);
         if !root.join("boot").exists() {
             let partial = root.with_extension("partial");
             let _ = std::fs::remove_dir_all(&partial);
-            run(Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(KERNEL_DEB)
-                .arg(&partial));
+            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial));
             std::fs::rename(&partial, &root).unwrap();
         }
         let image = std::fs::read_dir(root.join("boot"))
@@ -108,7 +99,10 @@ pub fn kernel() -> Option<&'static Kernel> {
         })
     });
     if kernel.is_none() {
-        skip(&format!("{KERNEL_DEB} is missing"));
+        skip(format!(
+            "no Debian cloud kernel package in {}",
+            banger_test_support::KERNEL_DIR_ENV
+        ));
     }
     kernel.as_ref()
 }
