@@ -136,6 +136,11 @@ pub struct CreateVmRequest {
     /// Masquerade the guest's traffic out of the host's uplink.
     #[serde(default)]
     pub nat: bool,
+    /// The VM lives for one client command (`vm run --rm`): when the create
+    /// fails, or the client disconnects before it finishes, the daemon
+    /// deletes the VM instead of keeping it in `error` or running.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -149,8 +149,8 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert!(!stats.stdout.contains("vmm"), "{stats}");
 
     // A stopped VM takes a new size for its next boot; a running one refuses.
-    let set = env.ok(&["vm", "set", "dev", "--vcpu", "3", "--memory", "1536"]);
-    assert!(set.stderr.contains("3 vcpu · 1536 MiB"), "{set}");
+    let set = env.ok(&["vm", "set", "dev", "--vcpu", "1", "--memory", "1536"]);
+    assert!(set.stderr.contains("1 vcpu · 1536 MiB"), "{set}");
     let bad = env.run(&["vm", "set", "dev", "--vcpu", "0"]);
     assert!(bad.stderr.contains("invalid vCPU count 0"), "{bad}");
 
@@ -173,7 +173,7 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
         "nproc; grep MemTotal /proc/meminfo",
     ]);
     let mut lines = size.stdout.lines();
-    assert_eq!(lines.next(), Some("3"), "{size}");
+    assert_eq!(lines.next(), Some("1"), "{size}");
     let mem_kib: u64 = lines
         .next()
         .unwrap()
@@ -289,6 +289,68 @@ fn boot_failure_leaves_error_record_and_no_files() {
     assert_ne!(start.code, 0);
     assert!(start.stderr.contains("has no disks"), "{start}");
     env.ok(&["vm", "delete", "slow"]);
+
+    // With --rm the failed VM is deleted instead of kept in `error`.
+    let run = env.run(&["vm", "run", "--rm", "--name", "slow-rm", "--", "true"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert!(
+        run.stderr.contains("VM \"slow-rm\" failed to boot"),
+        "{run}"
+    );
+    assert!(env.vms_json().is_empty(), "{:?}", env.vms_json());
+    assert!(env.vm_dirs().is_empty(), "{:?}", env.vm_dirs());
+    assert!(env.vm_run_dirs().is_empty(), "{:?}", env.vm_run_dirs());
+    assert!(
+        env.own_processes().iter().all(|pid| !is_vmm(*pid)),
+        "VMM left behind"
+    );
+}
+
+#[test]
+fn interrupted_vm_run_rm_deletes_its_vm() {
+    require_e2e!();
+    let env = UserEnv::shared();
+    let mut child = env
+        .command(&["vm", "run", "--rm", "--name", "cut", "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Interrupt the CLI once the daemon accepted the request, while the VM is
+    // still being created, as Ctrl-C on a terminal would.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let spec = lines.find(|line| {
+        line.as_ref()
+            .is_ok_and(|line| line.starts_with("spec: cut"))
+    });
+    assert!(spec.is_some(), "no spec line before the CLI ended");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+
+    // The daemon finishes the create, sees the client gone, and deletes the VM.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !env.vms_json().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VM still recorded: {:?}",
+            env.vms_json()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(env.vm_dirs().is_empty(), "{:?}", env.vm_dirs());
+    assert!(env.vm_run_dirs().is_empty(), "{:?}", env.vm_run_dirs());
+    assert!(
+        env.own_processes().iter().all(|pid| !is_vmm(*pid)),
+        "VMM left behind"
+    );
 }
 
 fn is_vmm(pid: u32) -> bool {

@@ -48,6 +48,21 @@ fn invalid_names_and_sizes_are_rejected() {
     assert!(run.stderr.contains("hint: use at most"), "{run}");
     // Bad input is explained in full, without a pointer into the daemon log.
     assert!(!run.stderr.contains("operation:"), "{run}");
+    let too_many = std::thread::available_parallelism().unwrap().get() + 1;
+    let vcpus = too_many.to_string();
+    let run = env.run(&["vm", "create", "--name", "ok", "--vcpu", &vcpus]);
+    assert_ne!(run.code, 0, "{run}");
+    let expected = if too_many > 64 {
+        format!("invalid vCPU count {too_many}")
+    } else {
+        format!("{too_many} vCPUs are more than this host's")
+    };
+    assert!(run.stderr.contains(&expected), "{run}");
+    let run = env.run(&["vm", "run", "--rm", "--disk-size", "100T", "--", "true"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert!(run.stderr.contains("invalid disk size 100T"), "{run}");
+    assert!(run.stderr.contains("hint: use at most 16T"), "{run}");
+    assert!(env.vms_json().is_empty(), "{:?}", env.vms_json());
 
     // `--rm` without a command and without a terminal would boot a VM only
     // to delete it.

@@ -41,6 +41,11 @@ impl Events {
         let _ = self.tx.send(Event::Accepted { vm }).await;
     }
 
+    /// Whether the client stopped reading the events (it disconnected).
+    pub fn client_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Sends a progress line from a blocking thread.
     pub fn progress_blocking(&self, message: &str) {
         tracing::info!(%message, "progress");

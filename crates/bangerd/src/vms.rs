@@ -20,6 +20,9 @@ use crate::now_rfc3339;
 const MIN_MEMORY_MIB: u32 = 256;
 const MAX_VCPUS: u32 = 64;
 const MIN_DISK_BYTES: u64 = 64 << 20;
+/// The largest file ext4 stores with 4 KiB blocks, the usual host file
+/// system for the sparse work disk.
+const MAX_DISK_BYTES: u64 = 16 << 40;
 
 impl Daemon {
     /// Sizes used when a request leaves them out: the config's `[vm_defaults]`,
@@ -124,24 +127,57 @@ impl Daemon {
         }
         tracing::info!(vm = %name, id = %vm.id, "VM record created");
 
-        if let Err(error) = self.prepare_disks(&vm, events).await {
-            self.remove_vm_files(&vm);
-            return Err(self.fail(&mut vm, error, "failed to create the disks"));
+        let created = self.build_vm(&mut vm, request.no_start, events).await;
+        if !request.ephemeral {
+            return created.map(|()| vm);
         }
-        if let Err(error) = self.prepare_ssh(&vm).await {
-            self.remove_vm_files(&vm);
-            return Err(self.fail(&mut vm, error, "failed to set up SSH access"));
+        match created {
+            Err(error) => {
+                self.discard_ephemeral(vm, events, "its create failed")
+                    .await;
+                Err(error)
+            }
+            Ok(()) if events.client_gone() => {
+                self.discard_ephemeral(vm, events, "its client disconnected")
+                    .await;
+                Err(ApiError::conflict(format!(
+                    "VM {name:?} was deleted because its client disconnected"
+                )))
+            }
+            Ok(()) => Ok(vm),
         }
-        if request.no_start {
+    }
+
+    /// Creates the disks and SSH files of a recorded VM and, unless
+    /// `no_start`, boots it. On failure the VM's files are gone and its
+    /// record is in `error` with the cause.
+    async fn build_vm(&self, vm: &mut VmRecord, no_start: bool, events: &Events) -> ApiResult<()> {
+        if let Err(error) = self.prepare_disks(vm, events).await {
+            self.remove_vm_files(vm);
+            return Err(self.fail(vm, error, "failed to create the disks"));
+        }
+        if let Err(error) = self.prepare_ssh(vm).await {
+            self.remove_vm_files(vm);
+            return Err(self.fail(vm, error, "failed to set up SSH access"));
+        }
+        if no_start {
             vm.state = VmState::Stopped;
-            self.save(&mut vm)?;
-            return Ok(vm);
+            return self.save(vm);
         }
-        if let Err(error) = self.boot_with_network(&mut vm, events).await {
-            self.remove_vm_files(&vm);
-            return Err(self.fail(&mut vm, error, "failed to boot"));
+        if let Err(error) = self.boot_with_network(vm, events).await {
+            self.remove_vm_files(vm);
+            return Err(self.fail(vm, error, "failed to boot"));
         }
-        Ok(vm)
+        Ok(())
+    }
+
+    /// Deletes an ephemeral VM whose create failed or whose client went
+    /// away; the caller holds the VM's lock.
+    async fn discard_ephemeral(&self, vm: VmRecord, events: &Events, reason: &str) {
+        tracing::info!(vm = %vm.name, reason, "deleting the ephemeral VM");
+        if let Err(error) = self.delete_locked(vm.clone(), events).await {
+            tracing::error!(vm = %vm.name, error = %error, "failed to delete the ephemeral VM");
+        }
     }
 
     pub async fn start_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
@@ -296,6 +332,13 @@ impl Daemon {
     pub async fn delete_vm(&self, name: &str, events: &Events) -> ApiResult<VmRecord> {
         let _guard = self.vm_lock(name).await;
         let vm = self.vm_record(name)?;
+        self.delete_locked(vm, events).await
+    }
+
+    /// Kills a VM's process, takes down its network, and removes its files
+    /// and record; the caller holds the VM's lock.
+    async fn delete_locked(&self, vm: VmRecord, events: &Events) -> ApiResult<VmRecord> {
+        let name = vm.name.clone();
         if let Some(process) = runtime_process(&vm) {
             events.progress(format!("killing VM {name}")).await;
             if let Err(e) = self.backend_of(&process)?.kill(&process).await {
@@ -727,12 +770,31 @@ fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
         ))
         .hint(format!("use at most {host_mib} MiB")));
     }
+    // More vCPUs than host CPUs only slows every vCPU down.
+    let host_cpus = std::thread::available_parallelism().map_or(u32::MAX, |n| n.get() as u32);
+    if spec.vcpus > host_cpus {
+        return Err(ApiError::invalid(format!(
+            "{} vCPUs are more than this host's {host_cpus} CPUs",
+            spec.vcpus
+        ))
+        .hint(format!("use at most {host_cpus} vCPUs")));
+    }
     if spec.disk_size_bytes < MIN_DISK_BYTES {
         return Err(ApiError::invalid(format!(
             "invalid disk size {}",
             format_size(spec.disk_size_bytes)
         ))
         .hint("use at least 64M"));
+    }
+    if spec.disk_size_bytes > MAX_DISK_BYTES {
+        return Err(ApiError::invalid(format!(
+            "invalid disk size {}",
+            format_size(spec.disk_size_bytes)
+        ))
+        .hint(format!(
+            "use at most {}, the largest file ext4 stores",
+            format_size(MAX_DISK_BYTES)
+        )));
     }
     Ok(())
 }

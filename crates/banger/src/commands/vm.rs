@@ -149,7 +149,7 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
         VmCommand::Workspace(command) => super::workspace::run(command).await,
         VmCommand::Create(args) => {
             let client = Client::connect().await?;
-            let vm = create(&client, &args.spec, args.no_start).await?;
+            let vm = create(&client, &args.spec, args.no_start, false).await?;
             println!("{}", vm.name);
             Ok(0)
         }
@@ -282,7 +282,12 @@ async fn each(names: Vec<String>, verb: &'static str) -> Result<u8, Failure> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRecord, CliError> {
+async fn create(
+    client: &Client,
+    spec: &SpecArgs,
+    no_start: bool,
+    ephemeral: bool,
+) -> Result<VmRecord, CliError> {
     let request = CreateVmRequest {
         name: spec.name.clone(),
         image: spec.image.clone(),
@@ -293,6 +298,7 @@ async fn create(client: &Client, spec: &SpecArgs, no_start: bool) -> Result<VmRe
         no_start,
         vmm: spec.vmm.clone(),
         nat: spec.nat,
+        ephemeral,
     };
     client
         .stream_events(Method::POST, "/vms", Some(&request), |event| match event {
@@ -327,7 +333,9 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         super::workspace::check_repository(path).map_err(fail)?;
     }
     let client = Client::connect().await.map_err(fail)?;
-    let vm = create(&client, &args.spec, false).await.map_err(fail)?;
+    let vm = create(&client, &args.spec, false, args.rm)
+        .await
+        .map_err(fail)?;
     let shell = args.command.is_empty() && !args.detach && super::workspace::interactive_session();
     let outcome = if let Some(path) = &args.path {
         let result =
