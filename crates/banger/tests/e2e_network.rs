@@ -244,6 +244,22 @@ fn guests_get_addresses_ssh_dns_and_nat() {
     // SSH with the pinned host key.
     let hostname = banger_ok(&env, &main, &["vm", "ssh", "dev", "--", "hostname"]);
     assert_eq!(hostname.trim(), "dev");
+    // Arguments arrive unchanged and the exit code comes back, as with exec.
+    let exited = banger(
+        &env,
+        &main,
+        &[
+            "vm",
+            "ssh",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "echo 'a   b' \"$0\"; exit 5",
+        ],
+    );
+    assert_eq!(exited.status.code(), Some(5), "{exited:?}");
+    assert_eq!(String::from_utf8_lossy(&exited.stdout), "a   b sh\n");
     let resolv = banger_ok(
         &env,
         &main,
@@ -318,6 +334,17 @@ fn guests_get_addresses_ssh_dns_and_nat() {
         vec!["198.51.100.1".to_owned()],
         "only the masqueraded guest connects"
     );
+
+    // ssh into a stopped VM says how to start it.
+    banger_ok(&env, &main, &["vm", "stop", "plain"]);
+    let stopped = banger(&env, &main, &["vm", "ssh", "plain", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success());
+    assert!(
+        stderr.contains("\"plain\" is stopped, not running"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("banger vm start plain"), "{stderr}");
 
     // Delete everything: no tap, rule or lease is left.
     banger_ok(&env, &main, &["vm", "delete", "dev", "plain"]);

@@ -11,7 +11,6 @@ use banger_agent_proto::{
     Decoder, ExecRequest, Frame, FrameKind, StdinAck, decode_json, encode, encode_json,
 };
 use banger_api::EXEC_UPGRADE;
-use banger_model::VmState;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,13 +26,7 @@ pub async fn exec(
     Path(name): Path<String>,
     request: Request,
 ) -> ApiResult<Response> {
-    let vm = daemon.vm_record(&name)?;
-    if vm.state != VmState::Running {
-        return Err(
-            ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
-                .hint(format!("start it with `banger vm start {name}`")),
-        );
-    }
+    let vm = daemon.running_vm(&name)?;
     let conn = daemon.connect_agent(&vm).await?;
     let upgrade = hyper::upgrade::on(request);
     let vm_name = vm.name.clone();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use banger_agent_proto::{ExecRequest, ExitStatus, FrameKind, decode_json, encode_json};
 use banger_api::network::ListeningPort;
-use banger_model::{VmRecord, VmState};
+use banger_model::VmRecord;
 
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
@@ -125,13 +125,7 @@ impl Daemon {
 
     /// The guest's listening TCP and UDP sockets.
     pub async fn listening_ports(&self, name: &str) -> ApiResult<Vec<ListeningPort>> {
-        let vm = self.vm_record(name)?;
-        if vm.state != VmState::Running {
-            return Err(
-                ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
-                    .hint(format!("start it with `banger vm start {name}`")),
-            );
-        }
+        let vm = self.running_vm(name)?;
         let (status, stdout, stderr) = self
             .guest_output(&vm, &["ss", "-Htulpn"], SS_TIMEOUT)
             .await?;

@@ -347,7 +347,7 @@ impl Daemon {
 
     /// What `banger vm ssh NAME` connects to.
     pub fn ssh_target(&self, name: &str) -> ApiResult<SshTarget> {
-        let vm = self.vm_record(name)?;
+        let vm = self.running_vm(name)?;
         let lease = self.store().get_lease(&vm.id)?.ok_or_else(|| {
             ApiError::conflict(format!("VM {name:?} has no network address"))
                 .hint("see `banger system status`; VMs get an address when banger-root runs or bangerd runs as root")

@@ -57,6 +57,19 @@ impl Daemon {
         })
     }
 
+    /// The record of VM `name`, or a conflict error that says how to start
+    /// it when it is not running.
+    pub fn running_vm(&self, name: &str) -> ApiResult<VmRecord> {
+        let vm = self.vm_record(name)?;
+        if vm.state != VmState::Running {
+            return Err(
+                ApiError::conflict(format!("VM {name:?} is {}, not running", vm.state))
+                    .hint(format!("start it with `banger vm start {name}`")),
+            );
+        }
+        Ok(vm)
+    }
+
     /// Creates a VM and, unless `no_start`, boots it and waits for its agent.
     pub async fn create_vm(
         &self,

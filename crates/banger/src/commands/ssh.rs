@@ -15,7 +15,9 @@ use crate::render::{CliError, print_table};
 pub struct SshArgs {
     /// VM to connect to.
     name: String,
-    /// Command to run instead of a login shell, after `--`.
+    /// Command and arguments to run instead of a login shell, after `--`.
+    /// Each argument reaches the command unchanged, as with `vm exec`; use
+    /// `sh -c '...'` for pipes and other shell syntax.
     #[arg(last = true)]
     command: Vec<String>,
 }
@@ -45,10 +47,23 @@ pub fn ssh_argv(target: &SshTarget, command: &[String]) -> Vec<String> {
         format!("{}@{}", target.user, target.ip),
     ];
     if !command.is_empty() {
+        // ssh joins its arguments with spaces into one line for the remote
+        // shell, so each argument is quoted to arrive as it was given.
+        let line: Vec<String> = command.iter().map(|arg| shell_quote(arg)).collect();
         argv.push("--".to_owned());
-        argv.extend(command.iter().cloned());
+        argv.push(line.join(" "));
     }
     argv
+}
+
+/// Quotes `arg` for a POSIX shell: unchanged when it has only characters
+/// that no shell treats specially, else in single quotes.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        return arg.to_owned();
+    }
+    format!("'{}'", arg.replace('\'', "'\\''"))
 }
 
 /// Replaces this process with `ssh` into the VM, so the terminal is ssh's.
@@ -66,19 +81,53 @@ pub async fn ssh(args: SshArgs) -> Result<u8, Failure> {
 pub async fn ports(name: String) -> Result<u8, Failure> {
     let client = Client::connect().await?;
     let ports: Vec<ListeningPort> = client.get(&format!("/vms/{name}/ports")).await?;
-    let rows: Vec<Vec<String>> = ports
-        .iter()
-        .map(|port| {
+    print_table(
+        &["PORT", "PROTO", "PROCESS", "ADDRESS"],
+        &port_rows(&name, &ports),
+    );
+    Ok(0)
+}
+
+/// One row per port, protocol and process, with the addresses it listens on
+/// joined. A port that listens on loopback only is shown with that address,
+/// because `NAME.vm` does not reach it.
+fn port_rows(name: &str, ports: &[ListeningPort]) -> Vec<Vec<String>> {
+    let mut grouped: Vec<(&ListeningPort, Vec<&str>)> = Vec::new();
+    for port in ports {
+        let same = grouped.iter_mut().find(|(first, _)| {
+            first.port == port.port && first.proto == port.proto && first.process == port.process
+        });
+        match same {
+            Some((_, addresses)) => addresses.push(&port.address),
+            None => grouped.push((port, vec![&port.address])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(port, addresses)| {
+            let loopback_only = addresses.iter().all(|address| {
+                address
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+            });
+            let reach = if loopback_only {
+                let address = addresses[0];
+                if address.contains(':') {
+                    format!("[{address}]:{}", port.port)
+                } else {
+                    format!("{address}:{}", port.port)
+                }
+            } else {
+                format!("{name}.vm:{}", port.port)
+            };
             vec![
-                format!("{name}.vm:{}", port.port),
+                reach,
                 port.proto.clone(),
                 port.process.clone().unwrap_or_else(|| "-".to_owned()),
-                port.address.clone(),
+                addresses.join(","),
             ]
         })
-        .collect();
-    print_table(&["PORT", "PROTO", "PROCESS", "ADDRESS"], &rows);
-    Ok(0)
+        .collect()
 }
 
 /// Leased addresses by VM id, for the IP column of `vm list`. An older
@@ -210,6 +259,70 @@ mod tests {
         assert_eq!(
             &argv[argv.len() - 3..],
             ["root@172.30.0.2", "--", "hostname"]
+        );
+    }
+
+    #[test]
+    fn command_arguments_are_quoted_for_the_remote_shell() {
+        let command = ["sh", "-c", "echo out; exit 7"].map(String::from);
+        let argv = ssh_argv(&target(), &command);
+        assert_eq!(argv.last().unwrap(), "sh -c 'echo out; exit 7'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a/b.c=d"), "a/b.c=d");
+    }
+
+    #[test]
+    fn quoted_arguments_survive_a_real_shell() {
+        let args = [
+            "a   b",
+            "$HOME",
+            "it's",
+            "",
+            "*",
+            "x\ny",
+            "--flag",
+            "back\\slash",
+            "ü",
+        ]
+        .map(String::from);
+        let line: Vec<String> = args.iter().map(|arg| shell_quote(arg)).collect();
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '<%s>' {}", line.join(" ")))
+            .output()
+            .unwrap();
+        let expected: String = args.iter().map(|arg| format!("<{arg}>")).collect();
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+    }
+
+    fn listening(proto: &str, address: &str, port: u16, process: &str) -> ListeningPort {
+        ListeningPort {
+            proto: proto.into(),
+            address: address.into(),
+            port,
+            process: Some(process.into()),
+        }
+    }
+
+    #[test]
+    fn port_rows_join_addresses_and_mark_loopback() {
+        let ports = [
+            listening("tcp", "0.0.0.0", 22, "sshd"),
+            listening("tcp", "*", 22, "sshd"),
+            listening("udp", "127.0.0.1", 5353, "resolver"),
+            listening("tcp", "::1", 8080, "web"),
+            listening("tcp", "127.0.0.1", 9000, "app"),
+            listening("tcp", "192.0.2.7", 9000, "app"),
+        ];
+        let rows = port_rows("dev", &ports);
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert_eq!(rows[0], ["dev.vm:22", "tcp", "sshd", "0.0.0.0,*"]);
+        assert_eq!(rows[1], ["127.0.0.1:5353", "udp", "resolver", "127.0.0.1"]);
+        assert_eq!(rows[2], ["[::1]:8080", "tcp", "web", "::1"]);
+        assert_eq!(
+            rows[3],
+            ["dev.vm:9000", "tcp", "app", "127.0.0.1,192.0.2.7"]
         );
     }
 
