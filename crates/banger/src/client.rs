@@ -95,12 +95,22 @@ impl Client {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(CliError::new(
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let error = CliError::new(
                     ErrorKind::Unavailable,
                     format!("the daemon exited during startup ({status})"),
                 )
-                .cause(log_tail(&log_path))
-                .hint(format!("see {}", log_path.display())));
+                .cause(startup_error(&log));
+                let config = self.paths.config_file();
+                let hint = if log.contains(&format!("config file {}", config.display())) {
+                    format!(
+                        "correct or remove the setting in {}, then run the command again",
+                        config.display()
+                    )
+                } else {
+                    format!("see {}", log_path.display())
+                };
+                return Err(error.hint(hint));
             }
             if Instant::now() >= deadline {
                 return Err(CliError::new(
@@ -338,8 +348,46 @@ fn daemon_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("bangerd"))
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+/// The daemon's fatal error from its log: the last `bangerd: ` line and the
+/// lines after it (a TOML error spans several), at most 12, else the last 5
+/// lines of the log.
+fn startup_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|line| line.starts_with("bangerd: "))
+        .unwrap_or(lines.len().saturating_sub(5));
+    let end = lines.len().min(start + 12);
+    lines[start..end].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::startup_error;
+
+    #[test]
+    fn startup_error_starts_at_the_fatal_line() {
+        let log = "2026-12-04T20:00:00Z  INFO starting\n\
+                   2026-12-04T20:00:00Z ERROR bangerd failed: invalid config file /c/config.toml\n\
+                   bangerd: invalid config file /c/config.toml: TOML parse error at line 2\n\
+                   \x20 |\n\
+                   2 | memory_mb = 1024\n\
+                   unknown field `memory_mb`\n";
+        let error = startup_error(log);
+        assert!(
+            error.starts_with("bangerd: invalid config file /c/config.toml"),
+            "{error}"
+        );
+        assert!(error.ends_with("unknown field `memory_mb`"), "{error}");
+    }
+
+    #[test]
+    fn startup_error_falls_back_to_the_tail() {
+        let log: String = (1..=8).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(
+            startup_error(&log),
+            "line 4\nline 5\nline 6\nline 7\nline 8"
+        );
+        assert_eq!(startup_error(""), "");
+    }
 }

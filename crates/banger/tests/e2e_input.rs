@@ -281,3 +281,25 @@ fn duplicate_name_and_image_in_use_are_rejected() {
     env.ok(&["image", "rm", "debian-bookworm"]);
     assert_eq!(env.ok(&["image", "list", "--json"]).stdout.trim(), "[]");
 }
+
+#[test]
+fn invalid_config_names_the_file() {
+    require_e2e!();
+    let env = UserEnv::with_private_cache();
+    env.write_config("memory_mb = 1024\n");
+    let run = env.run(&["vm", "list"]);
+    assert_ne!(run.code, 0, "{run}");
+    let config = env.root.path().join("config/banger/config.toml");
+    assert!(
+        run.stderr.contains("the daemon exited during startup"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("unknown field `memory_mb`"), "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "hint: correct or remove the setting in {}",
+            config.display()
+        )),
+        "{run}"
+    );
+}
