@@ -18,6 +18,13 @@ pub enum CommandError {
         source: Option<io::Error>,
     },
 
+    /// The working directory set for the command does not exist.
+    #[error("cannot run `{command}` in {}: the directory does not exist", dir.display())]
+    MissingDirectory {
+        command: String,
+        dir: std::path::PathBuf,
+    },
+
     #[error("failed to start `{command}`")]
     Spawn {
         command: String,

@@ -208,6 +208,15 @@ impl CommandSpec {
                 source,
             };
         }
+        // A missing working directory fails the spawn with ENOENT too.
+        if let Some(dir) = &self.current_dir
+            && !dir.is_dir()
+        {
+            return CommandError::MissingDirectory {
+                command: self.describe(),
+                dir: dir.clone(),
+            };
+        }
         let program = self.program.to_string_lossy().into_owned();
         let package = if program.contains('/') {
             None

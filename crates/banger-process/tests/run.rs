@@ -345,6 +345,27 @@ fn current_dir_and_env_apply() {
 }
 
 #[test]
+fn missing_current_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    let error = CommandSpec::new("sh")
+        .args(["-c", "true"])
+        .current_dir(&gone)
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(&error, CommandError::MissingDirectory { dir, .. } if *dir == gone),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("the directory does not exist"),
+        "{message}"
+    );
+    assert!(!message.contains("not found on PATH"), "{message}");
+}
+
+#[test]
 fn umask_applies_in_child() {
     let output = CommandSpec::new("sh")
         .args(["-c", "umask"])
