@@ -25,6 +25,11 @@ pub fn parse_size(value: &str) -> Result<u64, SizeError> {
     let number: u64 = digits
         .parse()
         .map_err(|_| invalid("the number is too large"))?;
+    if unit.starts_with(['.', ',']) {
+        return Err(invalid(
+            "it is not a whole number; use a smaller unit, such as 1536M for 1.5G",
+        ));
+    }
     let unit = unit.trim().to_ascii_lowercase();
     let shift = match unit.as_str() {
         "" => return Err(invalid("the unit is missing")),
@@ -69,6 +74,8 @@ mod tests {
             ("8", "unit is missing"),
             ("G", "does not start with a number"),
             ("8X", "not one of"),
+            ("1.5G", "not a whole number"),
+            ("2,5G", "not a whole number"),
             ("-1G", "does not start with a number"),
             ("99999999999999999999G", "too large"),
             ("20000000T", "too large"),

@@ -240,6 +240,9 @@ fn guests_get_addresses_ssh_dns_and_nat() {
         &["vm", "exec", "dev", "--", "ip", "-4", "-o", "addr"],
     );
     assert!(addr.contains(&format!("{dev_ip}/24")), "{addr}");
+    let shown = banger_ok(&env, &main, &["vm", "show", "dev"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["ip"].as_str(), Some(dev_ip.as_str()), "{shown}");
 
     // SSH with the pinned host key.
     let hostname = banger_ok(&env, &main, &["vm", "ssh", "dev", "--", "hostname"]);

@@ -192,7 +192,14 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
         VmCommand::Show { name } => {
             let client = Client::connect().await?;
             let vm: VmRecord = client.get(&format!("/vms/{name}")).await?;
-            println!("{}", serde_json::to_string_pretty(&vm).expect("serialises"));
+            // The record plus the leased address, which lives in its own table.
+            let mut shown = serde_json::to_value(&vm).expect("serialises");
+            let ip = super::ssh::addresses(&client).await.remove(&vm.id);
+            shown["ip"] = ip.map_or(serde_json::Value::Null, serde_json::Value::String);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&shown).expect("serialises")
+            );
             Ok(0)
         }
     }
@@ -330,7 +337,18 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
     }
     if let Some(path) = &args.path {
         // A bad PATH fails before a VM boots for it.
-        super::workspace::check_repository(path).map_err(fail)?;
+        super::workspace::check_repository(path).map_err(|error| {
+            // `vm run uname` is more often a command without its `--` than
+            // a repository path.
+            let word = path.to_string_lossy();
+            if !path.exists() && !word.contains('/') {
+                fail(error.hint(format!(
+                    "to run a command, put it after `--`: banger vm run -- {word}"
+                )))
+            } else {
+                fail(error)
+            }
+        })?;
     }
     let client = Client::connect().await.map_err(fail)?;
     let vm = create(&client, &args.spec, false, args.rm)

@@ -155,13 +155,17 @@ if ! grep -qs ' /root ' /proc/mounts; then
 "#,
     wait_for_work_disk!(125),
     r#"fi
-[ -d "$dir" ] || fail 126 "directory $dir does not exist in the guest; prepare the workspace again or pass --guest-path"
+[ -d "$dir" ] || fail 126 "directory $dir does not exist in the guest; prepare the workspace there or choose another --guest-path"
 cd "$dir" || exit 126
 if command -v mise >/dev/null 2>&1; then exec mise exec -- "$@"; fi
-# The same message and code as the agent gives for a program missing from
-# PATH; a path with a slash is left to exec and its own error.
+# The same messages and codes as the agent gives for a program that is
+# missing or not executable, instead of the shell's own with a line number.
 case $1 in
-*/*) ;;
+*/*)
+    [ -e "$1" ] || fail 127 "$1: no such file"
+    [ -d "$1" ] && fail 126 "$1: is a directory"
+    [ -x "$1" ] || fail 126 "$1: permission denied (the file is not executable)"
+    ;;
 *) command -v "$1" >/dev/null 2>&1 || fail 127 "$1: command not found" ;;
 esac
 exec "$@"

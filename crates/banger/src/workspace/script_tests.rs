@@ -434,11 +434,23 @@ fn exec_wrapper_reports_missing_programs_like_the_agent() {
     assert_eq!(ran.code, 3);
     assert_eq!(ran.stdout.trim(), dir.path().display().to_string());
 
-    // A path is left to exec, which tells a file without execute
-    // permission from a missing one.
+    // A path tells a file without execute permission from a missing one.
     std::fs::write(dir.path().join("script"), "#!/bin/sh\n").unwrap();
     let denied = run_wrapper(dir.path(), &["./script"]);
     assert_eq!(denied.code, 126, "{}", denied.stderr);
+    assert_eq!(
+        denied.stderr,
+        "banger-agent: ./script: permission denied (the file is not executable)\n"
+    );
+    let missing = run_wrapper(dir.path(), &["./no-such-script"]);
+    assert_eq!(missing.code, 127, "{}", missing.stderr);
+    assert_eq!(
+        missing.stderr,
+        "banger-agent: ./no-such-script: no such file\n"
+    );
+    let directory = run_wrapper(dir.path(), &["/"]);
+    assert_eq!(directory.code, 126, "{}", directory.stderr);
+    assert_eq!(directory.stderr, "banger-agent: /: is a directory\n");
 
     let no_dir = run_wrapper(&dir.path().join("gone"), &["true"]);
     assert_eq!(no_dir.code, 126);
