@@ -160,23 +160,38 @@ impl Daemon {
     }
 
     /// Picks the backend for a new VM from the request, else the config.
-    pub async fn choose_backend(
-        &self,
-        requested: Option<&str>,
-        kernel: &KernelRecord,
-        events: &Events,
-    ) -> ApiResult<BackendKind> {
-        let setting = match requested {
+    /// Parses the backend a create request names; the config's `vmm` when
+    /// it names none.
+    pub fn requested_vmm(&self, requested: Option<&str>) -> ApiResult<VmmSetting> {
+        match requested {
             Some(text) => VmmSetting::parse(text).ok_or_else(|| {
                 ApiError::invalid(format!("invalid VMM backend {text:?}"))
                     .hint("use auto, firecracker or qemu")
-            })?,
-            None => self.config.vmm,
-        };
+            }),
+            None => Ok(self.config.vmm),
+        }
+    }
+
+    pub async fn choose_backend(
+        &self,
+        setting: VmmSetting,
+        kernel: &KernelRecord,
+        events: &Events,
+    ) -> ApiResult<BackendKind> {
         match setting {
             VmmSetting::Qemu => Ok(BackendKind::Qemu),
             VmmSetting::Firecracker => {
                 self.backend(BackendKind::Firecracker)?;
+                // The user's choice stands, but a boot that the probe
+                // already saw fail deserves a warning up front.
+                if let Err(reason) = self.firecracker_boots(kernel).await {
+                    events
+                        .progress(format!(
+                            "warning: Firecracker's boot probe failed on this host ({}), so this boot will likely fail; `--vmm qemu` boots without KVM",
+                            short_reason(&reason)
+                        ))
+                        .await;
+                }
                 Ok(BackendKind::Firecracker)
             }
             VmmSetting::Auto => match self.firecracker_boots(kernel).await {

@@ -100,6 +100,7 @@ impl Daemon {
         let image_name = request.image.clone().unwrap_or(defaults.image);
         // Validate the names before any download, so a typo fails at once.
         self.check_known_or_catalog(&kernel_name, &image_name)?;
+        let vmm = self.requested_vmm(request.vmm.as_deref())?;
         self.agent_binary()?;
         events
             .accepted(AcceptedVm {
@@ -113,9 +114,7 @@ impl Daemon {
             .await;
         let kernel = self.ensure_kernel(&kernel_name, events).await?;
         let image = self.ensure_image(&image_name, events).await?;
-        let backend = self
-            .choose_backend(request.vmm.as_deref(), &kernel, events)
-            .await?;
+        let backend = self.choose_backend(vmm, &kernel, events).await?;
 
         let now = now_rfc3339();
         let mut vm = VmRecord {
@@ -512,8 +511,8 @@ impl Daemon {
             Ok(conn) => {
                 events
                     .progress(format!(
-                        "guest ready: kernel {}, agent {}",
-                        conn.info.kernel_release, conn.info.agent_version
+                        "{} is ready: kernel {}, agent {}",
+                        vm.name, conn.info.kernel_release, conn.info.agent_version
                     ))
                     .await;
                 self.set_agent(&vm.id, conn).await;
