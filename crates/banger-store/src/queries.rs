@@ -161,7 +161,7 @@ impl Store {
 
     pub fn list_vms(&self) -> Result<Vec<VmRecord>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {VM_COLUMNS} FROM vms ORDER BY created_at, name"
+            "SELECT {VM_COLUMNS} FROM vms ORDER BY created_at, rowid"
         ))?;
         let rows = stmt
             .query_map([], VmRow::from_row)?
@@ -371,6 +371,25 @@ mod tests {
         store.update_vm(&record).unwrap();
         assert_eq!(store.get_vm("dev").unwrap(), Some(record));
         assert_eq!(store.get_vm("other").unwrap(), None);
+    }
+
+    #[test]
+    fn vms_list_in_creation_order() {
+        let store = store();
+        // Same second, names in reverse order: insertion order decides.
+        for name in ["zeta", "alpha", "mid"] {
+            store.insert_vm(&vm(name)).unwrap();
+        }
+        let mut later = vm("early-name");
+        later.created_at = "2026-01-01T00:00:01Z".into();
+        store.insert_vm(&later).unwrap();
+        let names: Vec<String> = store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|vm| vm.name)
+            .collect();
+        assert_eq!(names, ["zeta", "alpha", "mid", "early-name"]);
     }
 
     #[test]

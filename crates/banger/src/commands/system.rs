@@ -233,13 +233,7 @@ pub async fn run(command: SystemCommand) -> Result<u8, Failure> {
             let client = crate::client::Client::connect().await?;
             let status: banger_api::network::NetworkStatus = client.get("/network").await?;
             for unit in [ROOT_UNIT, DAEMON_UNIT] {
-                // `is-active` exits non-zero for inactive units; its output says which.
-                let state = Command::new("systemctl")
-                    .args(["is-active", unit])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                    .unwrap_or_else(|e| format!("unknown ({e})"));
-                println!("{unit}: {state}");
+                println!("{unit}: {}", unit_state(unit));
             }
             println!("network: {}", status.mode);
             if let Some(reason) = &status.unavailable_reason {
@@ -255,10 +249,51 @@ pub async fn run(command: SystemCommand) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// The state of an installed unit as `systemctl is-active` reports it, or
+/// why there is none.
+fn unit_state(unit: &str) -> String {
+    if !Path::new("/").join(UNIT_DIR).join(unit).exists() {
+        return "not installed (`sudo banger system install --owner USER` installs it)".to_owned();
+    }
+    // `is-active` exits non-zero for inactive units and prints their state;
+    // without a running systemd it prints nothing on stdout and the reason
+    // on stderr.
+    match Command::new("systemctl").args(["is-active", unit]).output() {
+        Ok(output) => describe_is_active(&output.stdout, &output.stderr),
+        Err(error) => format!("unknown (failed to run systemctl: {error})"),
+    }
+}
+
+fn describe_is_active(stdout: &[u8], stderr: &[u8]) -> String {
+    let state = String::from_utf8_lossy(stdout).trim().to_owned();
+    if !state.is_empty() {
+        return state;
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    match stderr.lines().map(str::trim).find(|line| !line.is_empty()) {
+        Some(reason) => format!("unknown ({reason})"),
+        None => "unknown (systemctl printed nothing)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::RefCell;
+
+    #[test]
+    fn is_active_output_is_described() {
+        assert_eq!(describe_is_active(b"active\n", b""), "active");
+        assert_eq!(describe_is_active(b"inactive\n", b""), "inactive");
+        assert_eq!(
+            describe_is_active(b"", b"System has not been booted with systemd.\n"),
+            "unknown (System has not been booted with systemd.)"
+        );
+        assert_eq!(
+            describe_is_active(b"", b""),
+            "unknown (systemctl printed nothing)"
+        );
+    }
 
     struct FakeRunner(RefCell<Vec<String>>);
 
