@@ -107,11 +107,22 @@ impl Daemon {
         };
         match self.firecracker_boots(&kernel).await {
             Ok(()) => banger_api::DoctorCheck::ok(name, "Firecracker boots the default kernel"),
-            Err(reason) => banger_api::DoctorCheck::warn(
-                name,
-                format!("{reason}; VMs run on QEMU"),
-                Some("run on a host with hardware virtualization to use Firecracker".into()),
-            ),
+            Err(reason) => {
+                // The console, stderr and log tails go to the daemon log;
+                // the check shows the reason itself.
+                tracing::info!(%reason, "Firecracker boot probe failed");
+                let summary = reason
+                    .split_once("; last console lines:")
+                    .map_or(reason.as_str(), |(summary, _)| summary);
+                banger_api::DoctorCheck::warn(
+                    name,
+                    format!(
+                        "{summary}; VMs run on QEMU (console and Firecracker log tails in {})",
+                        self.paths.daemon_log().display()
+                    ),
+                    Some("run on a host with hardware virtualization to use Firecracker".into()),
+                )
+            }
         }
     }
 

@@ -11,7 +11,8 @@ const DETAIL_COLUMNS: usize = 80;
 fn wrap(text: &str, columns: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
-    for word in text.split_whitespace() {
+    for word in unbreakable_words(text) {
+        let word = word.as_str();
         if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > columns {
             lines.push(std::mem::take(&mut line));
         }
@@ -24,6 +25,24 @@ fn wrap(text: &str, columns: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
+}
+
+/// Splits `text` at whitespace, keeping a number together with the unit
+/// after it (`5.1 s`, `512 MiB`) so a wrap never separates them.
+fn unbreakable_words(text: &str) -> Vec<String> {
+    const UNITS: [&str; 9] = ["s", "ms", "KiB", "MiB", "GiB", "K", "M", "G", "%"];
+    let mut words: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        let unit = UNITS.contains(&word.trim_end_matches([',', ';', ':', '.', ')']));
+        match words.last_mut() {
+            Some(previous) if unit && previous.parse::<f64>().is_ok() => {
+                previous.push(' ');
+                previous.push_str(word);
+            }
+            _ => words.push(word.to_owned()),
+        }
+    }
+    words
 }
 
 /// Prints every check; exits 1 when one failed (warnings pass).
@@ -64,6 +83,16 @@ pub async fn run() -> Result<u8, CliError> {
 #[cfg(test)]
 mod tests {
     use super::wrap;
+
+    #[test]
+    fn wrap_keeps_numbers_with_their_units() {
+        assert_eq!(
+            wrap("booted in 5.1 s: fine", 14),
+            ["booted in", "5.1 s: fine"]
+        );
+        assert_eq!(wrap("free 512 MiB.", 9), ["free", "512 MiB."]);
+        assert_eq!(wrap("step s", 4), ["step", "s"]);
+    }
 
     #[test]
     fn wrap_breaks_at_spaces_within_the_width() {
