@@ -42,6 +42,10 @@ pub struct PrepareArgs {
     /// Print the files that would be copied, one per line, and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Replace the guest directory even when it contains changes or commits
+    /// that are not exported, or is not a banger workspace.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +75,10 @@ pub struct ExecArgs {
     /// workspace was prepared.
     #[arg(long)]
     auto_prepare: bool,
+    /// With --auto-prepare, copy the repository again even when the guest
+    /// workspace contains changes or commits that are not exported.
+    #[arg(long, requires = "auto_prepare")]
+    force: bool,
     /// Run the command on a pseudo-terminal [default: when stdin and stdout are terminals].
     #[arg(short = 't', long = "tty", conflicts_with = "no_tty")]
     tty: bool,
@@ -94,6 +102,7 @@ pub async fn run(command: WorkspaceCommand) -> Result<u8, Failure> {
                 path,
                 guest_path: args.guest_path,
                 include_untracked: args.include_untracked,
+                force: args.force,
             };
             prepare(&client, &request, args.dry_run).await?;
             Ok(0)
@@ -137,7 +146,7 @@ pub async fn exec(args: ExecArgs) -> Result<u8, Failure> {
     if let Some(workspace) = in_workspace
         && vm.state == banger_api::VmState::Running
     {
-        check_stale(&client, &vm, workspace, args.auto_prepare)
+        check_stale(&client, &vm, workspace, args.auto_prepare, args.force)
             .await
             .map_err(banger_failed)?;
     }
@@ -165,6 +174,7 @@ pub async fn run_in_new_vm(
         path: path.to_path_buf(),
         guest_path: DEFAULT_GUEST_PATH.to_string(),
         include_untracked: false,
+        force: false,
     };
     prepare(client, &request, false)
         .await
@@ -266,12 +276,14 @@ async fn run_command(
 }
 
 /// Warns when the host repository's HEAD moved since the workspace was
-/// prepared, and with `auto_prepare` copies it again.
+/// prepared, and with `auto_prepare` copies it again. With `force` that
+/// copy discards work in the guest that is not exported.
 async fn check_stale(
     client: &Client,
     vm: &VmRecord,
     workspace: &banger_api::Workspace,
     auto_prepare: bool,
+    force: bool,
 ) -> Result<(), CliError> {
     let host_path = PathBuf::from(&workspace.host_path);
     let lookup = host_path.clone();
@@ -317,6 +329,7 @@ async fn check_stale(
             path: host_path,
             guest_path: workspace.guest_path.clone(),
             include_untracked: workspace.include_untracked,
+            force,
         };
         prepare(client, &request, false).await?;
     }
@@ -351,4 +364,33 @@ fn banger_failed(error: CliError) -> Failure {
 /// is created for it.
 pub fn check_repository(path: &Path) -> Result<(), CliError> {
     git::HostRepo::open(path).map(drop).map_err(git_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Exec {
+        #[command(flatten)]
+        args: ExecArgs,
+    }
+
+    #[test]
+    fn exec_force_needs_auto_prepare() {
+        let error = Exec::try_parse_from(["exec", "dev", "--force", "--", "true"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--auto-prepare"), "{error}");
+
+        let parsed =
+            Exec::try_parse_from(["exec", "dev", "--auto-prepare", "--force", "--", "true"])
+                .unwrap();
+        assert!(parsed.args.auto_prepare);
+        assert!(parsed.args.force);
+    }
 }

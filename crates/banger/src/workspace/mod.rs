@@ -6,7 +6,9 @@
 //! bundles HEAD's history with `git bundle`, and streams both as one tar
 //! archive into the standard input of a guest shell script through the
 //! daemon's exec route. The script rebuilds the repository next to the
-//! target and renames it into place (see [`script::PREPARE`]). Only after
+//! target and renames it into place (see [`script::PREPARE`]). Before it
+//! changes anything, the script checks that the directory it replaces
+//! contains no work that is not exported (see [`guard`]). Only after
 //! the guest reported success does the CLI record the workspace on the VM
 //! through `PUT /v1/vms/{name}/workspace`, so a failed copy is never
 //! recorded as prepared.
@@ -14,6 +16,7 @@
 pub mod archive;
 pub mod export;
 pub mod git;
+pub mod guard;
 pub mod prepare;
 pub mod script;
 

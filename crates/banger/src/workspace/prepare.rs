@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::archive::{ArchiveError, ChunkWriter, Manifest, write_archive};
 use super::git::{GitError, HostRepo, path_bytes};
+use super::guard::{self, CheckOutcome};
 use super::script::{PREPARE, sh_argv};
 use super::{display_path, short};
 use crate::client::Client;
@@ -27,6 +28,9 @@ pub struct PrepareRequest {
     pub path: PathBuf,
     pub guest_path: String,
     pub include_untracked: bool,
+    /// Replace the guest directory even when it contains work that is not
+    /// exported, or is not a banger workspace.
+    pub force: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +39,6 @@ pub enum PrepareError {
     TempDir(#[source] std::io::Error),
     #[error("the guest script ended before the archive was complete")]
     ArchiveCut,
-    #[error("{guest_path} in VM {vm:?} exists and is not a banger workspace")]
-    NotWorkspace { vm: String, guest_path: String },
     #[error("not enough free space in VM {vm:?} for the workspace")]
     NoSpace { vm: String, detail: String },
     #[error("VM {vm:?} ran out of disk space while the workspace was copied to {guest_path}")]
@@ -72,9 +74,6 @@ impl PrepareError {
             _ => None,
         };
         let hint = match &self {
-            PrepareError::NotWorkspace { .. } => {
-                "pass another --guest-path, or remove the directory in the guest".to_string()
-            }
             PrepareError::NoSpace { vm, .. } | PrepareError::DiskFull { vm, .. } => format!(
                 "free space under /root in VM {vm}, or create a VM with a larger --disk-size; nothing was recorded"
             ),
@@ -116,6 +115,7 @@ pub async fn prepare(
             request.vm,
             request.guest_path,
         );
+        report_guest_work(client, &vm, request).await?;
         return Ok(None);
     }
 
@@ -151,6 +151,15 @@ pub async fn prepare(
         progress("the guest copy lacks its recorded commit; sending the whole history");
         finished = send(client, request, &repo, &manifest, None).await?;
     }
+    if finished.code == UNEXPORTED_WORK
+        && let Some(work) = guard::parse_report(&finished.stdout)
+    {
+        return Err(guard::unexported_error(
+            &request.vm,
+            &request.guest_path,
+            work,
+        ));
+    }
     if finished.code != 0 {
         return Err(classify(request, finished.code, finished.stderr).into_cli());
     }
@@ -178,6 +187,38 @@ pub async fn prepare(
 
 /// Exit code of [`PREPARE`] when the earlier workspace lacks the base commit.
 const BASE_MISSING: i32 = 9;
+
+/// Exit code of [`PREPARE`] when the target contains work that is not
+/// exported.
+const UNEXPORTED_WORK: i32 = 10;
+
+/// Prints whether the prepare would discard work in the guest, or be
+/// rejected because of it, for a dry run.
+async fn report_guest_work(
+    client: &Client,
+    vm: &VmRecord,
+    request: &PrepareRequest,
+) -> Result<(), CliError> {
+    let target = format!("{}:{}", request.vm, request.guest_path);
+    match guard::check(client, vm, &request.guest_path).await? {
+        CheckOutcome::Nothing => {}
+        CheckOutcome::Work(work) if request.force => {
+            eprintln!("dry run: --force would discard work in {target}: {work}");
+        }
+        CheckOutcome::Work(work) => {
+            let error = guard::unexported_error(&request.vm, &request.guest_path, work);
+            let body = error.body();
+            eprintln!("dry run: the prepare would be rejected: {}", body.message);
+            if let Some(hint) = &body.hint {
+                eprintln!("hint: {hint}");
+            }
+        }
+        CheckOutcome::Skipped(reason) => {
+            eprintln!("dry run: {target} was not checked for work that is not exported: {reason}");
+        }
+    }
+    Ok(())
+}
 
 /// Exit code and output of the guest script.
 struct ScriptOutcome {
@@ -254,6 +295,7 @@ async fn send(
             repo.user_name.clone().unwrap_or_default(),
             repo.user_email.clone().unwrap_or_default(),
             base.unwrap_or_default().to_owned(),
+            if request.force { "1" } else { "" }.to_owned(),
         ],
     );
     let command = RemoteCommand {
@@ -357,7 +399,6 @@ fn classify(request: &PrepareRequest, code: i32, detail: String) -> PrepareError
     let vm = request.vm.clone();
     let guest_path = request.guest_path.clone();
     match code {
-        3 => PrepareError::NotWorkspace { vm, guest_path },
         4 => PrepareError::NoSpace { vm, detail },
         5 => PrepareError::GuestTool { vm, detail },
         7 => PrepareError::Busy { vm },
@@ -415,15 +456,12 @@ mod tests {
             path: PathBuf::from("."),
             guest_path: "/root/repo".into(),
             include_untracked: false,
+            force: false,
         }
     }
 
     #[test]
     fn exit_codes_map_to_errors() {
-        assert!(matches!(
-            classify(&request(), 3, String::new()),
-            PrepareError::NotWorkspace { .. }
-        ));
         assert!(matches!(
             classify(&request(), 4, "need".into()),
             PrepareError::NoSpace { .. }

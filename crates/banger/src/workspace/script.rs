@@ -27,46 +27,120 @@ fi
     };
 }
 
+/// Defines the shell function `unexported_work DIR`, which prints what
+/// replacing DIR would discard, and nothing when that is nothing:
+///
+/// - `work FILES COMMITS` for a banger workspace. FILES counts the paths
+///   whose content differs from the tree the last prepare copied
+///   (`refs/banger/prepared`, or HEAD for a workspace without that ref),
+///   committed or not, untracked files included and ignored ones not.
+///   COMMITS counts the commits reachable from HEAD or a local branch but
+///   not from the commit the last prepare copied.
+/// - `foreign ENTRIES` for a non-empty directory without the
+///   `.git/banger-workspace` marker, or anything else that is not a
+///   directory (ENTRIES is 1 then).
+///
+/// It stages the work tree into a copy of the index with its new objects in
+/// a scratch directory next to DIR, so the repository stays as it was. The
+/// scratch directory's name starts with `.banger-prepare.`, so a prepare
+/// removes it when a killed check left it behind. It runs in a subshell and
+/// exits non-zero when git fails.
+macro_rules! unexported_work_fn {
+    () => {
+        r#"unexported_work() (
+    dir=$1
+    if [ ! -f "$dir/.git/banger-workspace" ]; then
+        if [ -d "$dir" ] && [ ! -L "$dir" ]; then
+            entries=$(ls -A "$dir" | wc -l) || exit 1
+        else
+            entries=1
+        fi
+        [ "$entries" -eq 0 ] || echo "foreign $((entries))"
+        exit 0
+    fi
+    cd "$dir" || exit 1
+    if base_tree=$(git rev-parse -q --verify "refs/banger/prepared^{tree}"); then :
+    elif base_tree=$(git rev-parse -q --verify "HEAD^{tree}"); then :
+    else base_tree=4b825dc642cb6eb9a060e54bf8d69288fbee4904
+    fi
+    scratch=$(mktemp -d "${dir%/*}/.banger-prepare.check.XXXXXX") || exit 1
+    trap 'rm -rf "$scratch"' EXIT
+    mkdir "$scratch/objects" || exit 1
+    real_index=$(git rev-parse --git-path index) || exit 1
+    if [ -f "$real_index" ]; then cp "$real_index" "$scratch/index" || exit 1; fi
+    GIT_INDEX_FILE="$scratch/index" GIT_OBJECT_DIRECTORY="$scratch/objects" \
+        GIT_ALTERNATE_OBJECT_DIRECTORIES="$dir/.git/objects" git add -A || exit 1
+    GIT_INDEX_FILE="$scratch/index" GIT_OBJECT_DIRECTORY="$scratch/objects" \
+        GIT_ALTERNATE_OBJECT_DIRECTORIES="$dir/.git/objects" \
+        git diff --cached --name-only -z --no-renames "$base_tree" -- >"$scratch/names" || exit 1
+    files=$(tr -cd '\000' <"$scratch/names" | wc -c) || exit 1
+    prepared_head=$(cat .git/banger-workspace) || exit 1
+    set --
+    if head=$(git rev-parse -q --verify HEAD); then set -- "$head"; fi
+    if [ -n "$prepared_head" ] && git rev-parse -q --verify "$prepared_head^{commit}" >/dev/null; then
+        set -- "$@" --not "$prepared_head"
+    fi
+    commits=$(git rev-list --count --branches "$@") || exit 1
+    if [ "$files" -ne 0 ] || [ "$commits" -ne 0 ]; then echo "work $((files)) $((commits))"; fi
+)
+"#
+    };
+}
+
 /// Receives the archive of [`super::archive`] on standard input and puts
 /// the repository in place.
 ///
 /// Arguments: target directory, KiB needed, HEAD commit (empty for a
 /// repository without commits), branch (empty when detached), user.name,
-/// user.email, base commit (empty for a full copy). It extracts into a
-/// temporary directory next to the target and rebuilds the git repository
-/// from the bundle at the same commit and branch. With a base commit the
-/// earlier workspace at the target must have it: its objects are
-/// hard-linked into the new repository and the bundle carries only the
-/// commits after the base, or is absent when HEAD is the base. `read-tree` sets only the index, so the extracted files stay as
-/// they are. Only then does it rename the result into place, replacing an
-/// earlier workspace. On any failure the EXIT trap removes the temporary directory
-/// and the target is left as it was. The last line on success is
+/// user.email, base commit (empty for a full copy), force (`1` to replace
+/// the target whatever it contains).
+///
+/// Before it changes anything it checks the target with `unexported_work`
+/// (see [`unexported_work_fn`]). Unless force is set, it prints
+/// `banger-workspace-unexported` and that function's output and exits 10
+/// when the target contains work the copy would discard.
+///
+/// It extracts into a temporary directory next to the target and rebuilds
+/// the git repository from the bundle at the same commit and branch. With a
+/// base commit the earlier workspace at the target must have it: its
+/// objects are hard-linked into the new repository and the bundle carries
+/// only the commits after the base, or is absent when HEAD is the base.
+/// `read-tree` sets only the index, so the extracted files stay as they
+/// are. Only then does it rename the result into place, replacing what was
+/// at the target. On any failure the EXIT trap removes the temporary
+/// directory and the target is left as it was. The last line on success is
 /// `banger-workspace-prepared COMMIT`. The ref [`PREPARED_REF`] names the
 /// tree as copied, for `workspace export --since-prepare`.
 ///
-/// Exit codes: 3 the target exists and is no workspace, 4 not enough free
-/// space, 5 a tool is missing, 6 the bundle holds another commit, 7
-/// another prepare runs, 8 the work disk is not mounted, 9 the earlier
-/// workspace lacks the base commit; others come from the failed tool.
+/// Exit codes: 4 not enough free space, 5 a tool is missing, 6 the bundle
+/// holds another commit, 7 another prepare runs, 8 the work disk is not
+/// mounted, 9 the earlier workspace lacks the base commit, 10 the target
+/// contains work that is not exported, 11 the check for that work failed;
+/// others come from the failed tool.
 pub const PREPARE: &str = concat!(
     r#"set -eu
-target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6 base=${7:-}
+target=$1 need_kb=$2 head=$3 branch=$4 name=$5 email=$6 base=${7:-} force=${8:-}
 PREPARED_REF=refs/banger/prepared
 fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
-for tool in git tar flock df; do
+"#,
+    unexported_work_fn!(),
+    r#"for tool in git tar flock df; do
     command -v "$tool" >/dev/null 2>&1 || fail 5 "$tool is not installed in the guest"
 done
 exec 9>"${BANGER_PREPARE_LOCK:-/run/banger-prepare.lock}"
 flock -n 9 || fail 7 "another workspace prepare is running in this guest"
 "#,
     wait_for_work_disk!(8),
-    r#"parent=${target%/*}
+    r#"if [ -z "$force" ] && { [ -e "$target" ] || [ -L "$target" ]; }; then
+    work=$(unexported_work "$target") || fail 11 "failed to check $target for work that is not exported"
+    if [ -n "$work" ]; then
+        echo "banger-workspace-unexported $work"
+        fail 10 "$target contains work that replacing it would discard"
+    fi
+fi
+parent=${target%/*}
 [ -n "$parent" ] || parent=/
 mkdir -p "$parent"
-if [ -e "$target" ] || [ -L "$target" ]; then
-    [ -f "$target/.git/banger-workspace" ] ||
-        fail 3 "$target exists and was not made by banger vm workspace prepare"
-fi
 if [ -n "$base" ]; then
     [ -f "$target/.git/banger-workspace" ] &&
         git -C "$target" rev-parse -q --verify "$base^{commit}" >/dev/null ||
@@ -123,6 +197,30 @@ if ! mv "$tmp/tree" "$target"; then
 fi
 sync
 echo "banger-workspace-prepared ${head:-none}"
+"#
+);
+
+/// Prints `banger-workspace-unexported` and the output of
+/// `unexported_work` (see [`unexported_work_fn`]) for the directory `$1`
+/// when it contains work that a prepare would discard, and nothing otherwise,
+/// for `workspace prepare --dry-run`. It changes nothing in the guest.
+///
+/// Exit codes: 7 a prepare runs, 8 the work disk is not mounted, 11 the
+/// check failed.
+pub const CHECK: &str = concat!(
+    r#"set -eu
+target=$1
+fail() { code=$1; shift; printf 'banger: %s\n' "$*" >&2; exit "$code"; }
+"#,
+    unexported_work_fn!(),
+    r#"exec 9>"${BANGER_PREPARE_LOCK:-/run/banger-prepare.lock}"
+flock -n 9 || fail 7 "another workspace prepare is running in this guest"
+"#,
+    wait_for_work_disk!(8),
+    r#"if [ -e "$target" ] || [ -L "$target" ]; then
+    work=$(unexported_work "$target") || fail 11 "failed to check $target for work that is not exported"
+    [ -z "$work" ] || echo "banger-workspace-unexported $work"
+fi
 "#
 );
 

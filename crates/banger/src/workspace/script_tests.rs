@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use super::archive::{ChunkWriter, Manifest, write_archive};
 use super::git::HostRepo;
-use super::script::{EXPORT, PREPARE, PREPARED_REF, sh_argv};
+use super::guard::{GuestWork, parse_report};
+use super::script::{CHECK, EXPORT, PREPARE, PREPARED_REF, sh_argv};
 use super::testing::{commit_all, git_in, new_repo};
 
 struct ScriptRun {
@@ -91,6 +92,20 @@ fn prepare_argv_since(
     repo: &HostRepo,
     base: Option<&str>,
 ) -> Vec<String> {
+    prepare_argv_full(target, need_kib, repo, base, false)
+}
+
+fn prepare_argv_forced(target: &Path, repo: &HostRepo) -> Vec<String> {
+    prepare_argv_full(target, 1, repo, None, true)
+}
+
+fn prepare_argv_full(
+    target: &Path,
+    need_kib: u64,
+    repo: &HostRepo,
+    base: Option<&str>,
+    force: bool,
+) -> Vec<String> {
     sh_argv(
         PREPARE,
         "banger-prepare",
@@ -102,6 +117,7 @@ fn prepare_argv_since(
             repo.user_name.clone().unwrap_or_default(),
             repo.user_email.clone().unwrap_or_default(),
             base.unwrap_or_default().to_string(),
+            if force { "1" } else { "" }.to_string(),
         ],
     )
 }
@@ -322,8 +338,26 @@ fn prepare_rejects_foreign_directory_and_handles_empty_repo() {
     std::fs::write(foreign.join("keep"), "x").unwrap();
     let (archive, repo) = archive_of(host.path(), scratch.path(), true);
     let run = run_script(&prepare_argv(&foreign, 1, &repo), &archive, &lock);
-    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert_eq!(
+        parse_report(run.stdout.as_bytes()),
+        Some(GuestWork::Foreign { entries: 1 })
+    );
     assert!(foreign.join("keep").exists());
+    assert!(leftovers(guest.path()).is_empty());
+
+    // An empty directory contains nothing to lose.
+    let empty_dir = guest.path().join("empty dir");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let run = run_script(&prepare_argv(&empty_dir, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(empty_dir.join(".git/banger-workspace").is_file());
+
+    // --force replaces the foreign directory.
+    let run = run_script(&prepare_argv_forced(&foreign, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!foreign.join("keep").exists());
+    assert!(foreign.join(".git/banger-workspace").is_file());
 
     let target = guest.path().join("empty");
     let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
@@ -516,4 +550,175 @@ fn export_since_prepare_applies_to_the_host_checkout() {
 #[test]
 fn prepare_script_names_the_prepared_ref() {
     assert!(PREPARE.contains(&format!("PREPARED_REF={PREPARED_REF}\n")));
+}
+
+/// A host repository with one commit, prepared into `guest/repo`.
+struct Prepared {
+    host: tempfile::TempDir,
+    scratch: tempfile::TempDir,
+    guest: tempfile::TempDir,
+    target: PathBuf,
+    lock: PathBuf,
+    head: String,
+}
+
+impl Prepared {
+    fn new() -> Prepared {
+        let host = new_repo();
+        std::fs::write(host.path().join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
+        std::fs::write(host.path().join("b.txt"), "b\n").unwrap();
+        let head = commit_all(host.path(), "first");
+        let scratch = tempfile::tempdir().unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let target = guest.path().join("repo");
+        let lock = scratch.path().join("lock");
+        let prepared = Prepared {
+            host,
+            scratch,
+            guest,
+            target,
+            lock,
+            head,
+        };
+        let run = prepared.prepare(false);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        prepared
+    }
+
+    fn prepare(&self, force: bool) -> ScriptRun {
+        let (archive, repo) = archive_of(self.host.path(), self.scratch.path(), true);
+        let argv = prepare_argv_full(&self.target, 1, &repo, None, force);
+        run_script(&argv, &archive, &self.lock)
+    }
+
+    fn check(&self) -> ScriptRun {
+        let argv = sh_argv(CHECK, "banger-check", [self.target.display().to_string()]);
+        run_script(&argv, b"", &self.lock)
+    }
+}
+
+fn changes(files: u64, commits: u64) -> Option<GuestWork> {
+    Some(GuestWork::Changes { files, commits })
+}
+
+#[test]
+fn prepare_rejects_discarding_guest_edits() {
+    let prepared = Prepared::new();
+    let target = &prepared.target;
+    std::fs::write(target.join("a.txt"), "guest edit\n").unwrap();
+    std::fs::write(target.join("new.txt"), "untracked\n").unwrap();
+    std::fs::write(target.join("build.log"), "ignored\n").unwrap();
+    let index_before = std::fs::read(target.join(".git/index")).unwrap();
+    let objects_before = git_in(target, &["count-objects"]);
+
+    let run = prepared.prepare(false);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert_eq!(parse_report(run.stdout.as_bytes()), changes(2, 0));
+    assert!(
+        run.stderr
+            .contains("contains work that replacing it would discard"),
+        "{}",
+        run.stderr
+    );
+    // The rejected prepare changed nothing: files, index and object store.
+    assert_eq!(
+        std::fs::read_to_string(target.join("a.txt")).unwrap(),
+        "guest edit\n"
+    );
+    assert!(target.join("new.txt").is_file());
+    assert_eq!(
+        std::fs::read(target.join(".git/index")).unwrap(),
+        index_before
+    );
+    assert_eq!(git_in(target, &["count-objects"]), objects_before);
+    assert!(leftovers(prepared.guest.path()).is_empty());
+
+    // The dry-run check reports the same and changes nothing either.
+    let check = prepared.check();
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert_eq!(parse_report(check.stdout.as_bytes()), changes(2, 0));
+    assert_eq!(git_in(target, &["count-objects"]), objects_before);
+    assert!(leftovers(prepared.guest.path()).is_empty());
+
+    let run = prepared.prepare(true);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(target.join("a.txt")).unwrap(),
+        "first\n"
+    );
+    assert!(!target.join("new.txt").exists());
+}
+
+#[test]
+fn prepare_rejects_discarding_guest_commits() {
+    let prepared = Prepared::new();
+    let target = &prepared.target;
+    std::fs::write(target.join("a.txt"), "guest commit\n").unwrap();
+    commit_all(target, "in the guest");
+
+    let run = prepared.prepare(false);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert_eq!(parse_report(run.stdout.as_bytes()), changes(1, 1));
+
+    // A commit on another branch counts too, and a work tree that matches
+    // the prepared one again leaves only the commits.
+    git_in(target, &["checkout", "-q", "-b", "side"]);
+    std::fs::write(target.join("b.txt"), "side\n").unwrap();
+    commit_all(target, "side");
+    git_in(target, &["checkout", "-q", "main"]);
+    git_in(target, &["reset", "-q", "--hard", &prepared.head]);
+    let run = prepared.prepare(false);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert_eq!(parse_report(run.stdout.as_bytes()), changes(0, 2));
+    assert_eq!(git_in(target, &["rev-parse", "side"]).len(), 40);
+}
+
+#[test]
+fn prepare_over_untouched_copy_of_dirty_host() {
+    let prepared = Prepared::new();
+    // The host's uncommitted and untracked files travel with the prepare,
+    // so the guest shows them as changes that are not its own.
+    std::fs::write(prepared.host.path().join("a.txt"), "host edit\n").unwrap();
+    std::fs::write(prepared.host.path().join("host-new.txt"), "new\n").unwrap();
+    let run = prepared.prepare(false);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_ne!(git_in(&prepared.target, &["status", "--porcelain"]), "");
+
+    let check = prepared.check();
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert_eq!(check.stdout, "");
+    let run = prepared.prepare(false);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Incremental: a host commit after an untouched copy.
+    std::fs::write(prepared.host.path().join("b.txt"), "host v2\n").unwrap();
+    let second = commit_all(prepared.host.path(), "second");
+    let (archive, repo) = archive_since(
+        prepared.host.path(),
+        prepared.scratch.path(),
+        true,
+        Some(&prepared.head),
+    );
+    let run = run_script(
+        &prepare_argv_since(&prepared.target, 1, &repo, Some(&prepared.head)),
+        &archive,
+        &prepared.lock,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(git_in(&prepared.target, &["rev-parse", "HEAD"]), second);
+}
+
+#[test]
+fn workspace_without_prepared_ref_compares_with_head() {
+    let prepared = Prepared::new();
+    let target = &prepared.target;
+    git_in(target, &["update-ref", "-d", PREPARED_REF]);
+    let check = prepared.check();
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert_eq!(check.stdout, "");
+
+    std::fs::write(target.join("b.txt"), "guest\n").unwrap();
+    let check = prepared.check();
+    assert_eq!(parse_report(check.stdout.as_bytes()), changes(1, 0));
 }
