@@ -242,9 +242,10 @@ fn workspace_life_cycle_in_one_vm() {
     let untracked = env.ok(&["vm", "exec", "dev", "--", "cat", "untracked.txt"]);
     assert_eq!(untracked.stdout, "untracked\n");
 
+    let third = guest_work_guard(&env, &repo);
     exit_codes_and_streams(&env);
     pseudo_terminal(&env);
-    export_round_trip(&env, &repo, &second);
+    export_round_trip(&env, &repo, &third);
     edge_cases(&env);
 
     // Files written in the workspace survive stop and start, and so does
@@ -269,6 +270,134 @@ fn workspace_life_cycle_in_one_vm() {
     let kept = env.ok(&["vm", "exec", "dev", "--", "cat", "survivor.txt"]);
     assert_eq!(kept.stdout, "kept\n");
     env.ok(&["vm", "delete", "dev"]);
+}
+
+/// Checks that a prepare that would discard work done in the guest is
+/// rejected and changes nothing, unless --force is passed. Returns the
+/// host's new HEAD, which the workspace is at afterwards.
+fn guest_work_guard(env: &UserEnv, repo: &Path) -> String {
+    let repo_arg = repo.to_str().unwrap();
+    env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "echo guest work > tracked.txt",
+    ]);
+    let rejected = env.run(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "dev",
+        repo_arg,
+        "--include-untracked",
+    ]);
+    assert_eq!(rejected.code, 1, "{rejected}");
+    assert!(
+        rejected.stderr.contains(
+            "workspace /root/repo in VM \"dev\" has work that is not exported: 1 changed file"
+        ),
+        "{rejected}"
+    );
+    assert!(
+        rejected
+            .stderr
+            .contains("banger vm workspace export dev --since-prepare --output FILE"),
+        "{rejected}"
+    );
+    assert!(rejected.stderr.contains("--force"), "{rejected}");
+    let unchanged = env.ok(&["vm", "exec", "dev", "--", "cat", "tracked.txt"]);
+    assert_eq!(unchanged.stdout, "guest work\n", "{unchanged}");
+
+    // Another repository into the same directory is rejected the same way.
+    let other = new_repo(env.root.path(), "other");
+    std::fs::write(other.join("other.txt"), "other\n").unwrap();
+    commit_all(&other, "other");
+    let rejected = env.run(&["vm", "workspace", "prepare", "dev", other.to_str().unwrap()]);
+    assert_eq!(rejected.code, 1, "{rejected}");
+    assert!(rejected.stderr.contains("1 changed file"), "{rejected}");
+
+    let dry = env.ok(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "dev",
+        repo_arg,
+        "--include-untracked",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.stderr
+            .contains("dry run: the prepare would be rejected"),
+        "{dry}"
+    );
+    assert!(dry.stderr.contains("1 changed file"), "{dry}");
+
+    // A commit in the guest, then a host commit that makes the workspace
+    // stale: --auto-prepare fails before it runs the command.
+    env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--",
+        "git",
+        "commit",
+        "-q",
+        "-a",
+        "-m",
+        "guest commit",
+    ]);
+    std::fs::write(repo.join("tracked.txt"), "tracked v3\n").unwrap();
+    let third = commit_all(repo, "third");
+    let rejected = env.run(&[
+        "vm",
+        "exec",
+        "dev",
+        "--auto-prepare",
+        "--",
+        "touch",
+        "/root/ran",
+    ]);
+    assert_eq!(rejected.code, 125, "{rejected}");
+    assert!(
+        rejected
+            .stderr
+            .contains("1 changed file, 1 commit made in the guest"),
+        "{rejected}"
+    );
+    let ran = env.run(&["vm", "exec", "dev", "--", "test", "-e", "/root/ran"]);
+    assert_eq!(ran.code, 1, "the rejected command ran:\n{ran}");
+    let log = env.ok(&["vm", "exec", "dev", "--", "git", "log", "-1", "--format=%s"]);
+    assert_eq!(log.stdout, "guest commit\n", "{log}");
+
+    let usage = env.run(&["vm", "exec", "dev", "--force", "--", "true"]);
+    assert_eq!(usage.code, 2, "{usage}");
+    assert!(usage.stderr.contains("--auto-prepare"), "{usage}");
+
+    // --force discards the guest's work and copies the host again.
+    let forced = env.ok(&[
+        "vm",
+        "exec",
+        "dev",
+        "--auto-prepare",
+        "--force",
+        "--",
+        "git",
+        "log",
+        "--format=%H %s",
+    ]);
+    assert!(
+        forced.stdout.starts_with(&format!("{third} third\n")),
+        "{forced}"
+    );
+    assert!(!forced.stdout.contains("guest commit"), "{forced}");
+    let replaced = env.ok(&["vm", "exec", "dev", "--", "cat", "tracked.txt"]);
+    assert_eq!(replaced.stdout, "tracked v3\n");
+    let status = env.ok(&["vm", "exec", "dev", "--", "git", "status", "--porcelain"]);
+    assert_eq!(status.stdout, "", "{status}");
+    third
 }
 
 fn exit_codes_and_streams(env: &UserEnv) {
@@ -593,9 +722,9 @@ fn edge_cases(env: &UserEnv) {
         "--guest-path",
         "/root",
         "--",
-        "mkdir",
-        "-p",
-        "/root/mine",
+        "sh",
+        "-c",
+        "mkdir -p /root/mine && echo mine > /root/mine/notes.txt",
     ]);
     let run = env.run(&[
         "vm",
@@ -611,6 +740,9 @@ fn edge_cases(env: &UserEnv) {
             .contains("/root/mine in VM \"dev\" exists and is not a banger workspace"),
         "{run}"
     );
+    assert!(run.stderr.contains("(1 entry)"), "{run}");
+    let mine = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/mine/notes.txt"]);
+    assert_eq!(mine.stdout, "mine\n");
 
     let run = env.run(&[
         "vm",
