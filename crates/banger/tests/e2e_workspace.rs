@@ -743,6 +743,23 @@ fn edge_cases(env: &UserEnv) {
     assert!(run.stderr.contains("(1 entry)"), "{run}");
     let mine = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/mine/notes.txt"]);
     assert_eq!(mine.stdout, "mine\n");
+    let forced = env.run(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "dev",
+        detached.to_str().unwrap(),
+        "--guest-path",
+        "/root/mine",
+        "--force",
+    ]);
+    assert_ne!(forced.code, 0, "{forced}");
+    assert!(
+        forced.stderr.contains("is not a banger workspace"),
+        "{forced}"
+    );
+    let mine = env.ok(&["vm", "exec", "dev", "--", "cat", "/root/mine/notes.txt"]);
+    assert_eq!(mine.stdout, "mine\n");
 
     let run = env.run(&[
         "vm",

@@ -112,8 +112,8 @@ pub fn unexported_error(vm: &str, guest_path: &str, work: GuestWork) -> CliError
             ),
         )
         .hint(
-            "pass another --guest-path, move its contents away in the guest, \
-             or pass --force to delete them; the guest was not changed",
+            "pass another --guest-path, or move its contents away in the guest; \
+             --force does not replace a directory banger did not make, and the guest was not changed",
         ),
     }
 }

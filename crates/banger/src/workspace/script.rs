@@ -93,12 +93,14 @@ macro_rules! unexported_work_fn {
 /// Arguments: target directory, KiB needed, HEAD commit (empty for a
 /// repository without commits), branch (empty when detached), user.name,
 /// user.email, base commit (empty for a full copy), force (`1` to replace
-/// the target whatever it contains).
+/// a banger workspace whatever it contains).
 ///
 /// Before it changes anything it checks the target with `unexported_work`
-/// (see [`unexported_work_fn`]). Unless force is set, it prints
-/// `banger-workspace-unexported` and that function's output and exits 10
-/// when the target contains work the copy would discard.
+/// (see [`unexported_work_fn`]). It prints `banger-workspace-unexported`
+/// and that function's output and exits 10 when the target contains work
+/// the copy would discard, unless force is set and the target is a banger
+/// workspace. A non-empty directory that banger did not make is never
+/// replaced.
 ///
 /// It extracts into a temporary directory next to the target and rebuilds
 /// the git repository from the bundle at the same commit and branch. With a
@@ -131,8 +133,17 @@ exec 9>"${BANGER_PREPARE_LOCK:-/run/banger-prepare.lock}"
 flock -n 9 || fail 7 "another workspace prepare is running in this guest"
 "#,
     wait_for_work_disk!(8),
-    r#"if [ -z "$force" ] && { [ -e "$target" ] || [ -L "$target" ]; }; then
-    work=$(unexported_work "$target") || fail 11 "failed to check $target for work that is not exported"
+    r#"if [ -e "$target" ] || [ -L "$target" ]; then
+    # Force discards work in a banger workspace, never a directory that
+    # banger did not make (such as /usr with a mistyped --guest-path).
+    work=
+    if [ -z "$force" ] || [ ! -f "$target/.git/banger-workspace" ]; then
+        work=$(unexported_work "$target") || fail 11 "failed to check $target for work that is not exported"
+    fi
+    case $work in
+    foreign*) ;;
+    *) [ -z "$force" ] || work= ;;
+    esac
     if [ -n "$work" ]; then
         echo "banger-workspace-unexported $work"
         fail 10 "$target contains work that replacing it would discard"

@@ -353,11 +353,15 @@ fn prepare_rejects_foreign_directory_and_handles_empty_repo() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(empty_dir.join(".git/banger-workspace").is_file());
 
-    // --force replaces the foreign directory.
+    // --force does not replace a directory banger did not make.
     let run = run_script(&prepare_argv_forced(&foreign, &repo), &archive, &lock);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!foreign.join("keep").exists());
-    assert!(foreign.join(".git/banger-workspace").is_file());
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert_eq!(
+        parse_report(run.stdout.as_bytes()),
+        Some(GuestWork::Foreign { entries: 1 })
+    );
+    assert!(foreign.join("keep").exists());
+    assert!(leftovers(guest.path()).is_empty());
 
     let target = guest.path().join("empty");
     let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
