@@ -264,6 +264,13 @@ fn workspace_life_cycle_in_one_vm() {
     let stopped = env.run(&["vm", "exec", "dev", "--", "true"]);
     assert_eq!(stopped.code, 125, "{stopped}");
     assert!(stopped.stderr.contains("\"dev\" is stopped"), "{stopped}");
+    let prepare = env.run(&["vm", "workspace", "prepare", "dev", "/nonexistent-repo"]);
+    assert_ne!(prepare.code, 0, "{prepare}");
+    // The VM's state is checked before the repository is read.
+    assert!(
+        prepare.stderr.contains("\"dev\" is stopped, not running"),
+        "{prepare}"
+    );
     env.ok(&["daemon", "stop"]);
     assert_eq!(workspace_of(&env, "dev"), last);
     env.ok(&["vm", "start", "dev"]);
@@ -811,6 +818,21 @@ fn vm_run_path_and_full_disk() {
     assert_eq!(run.stdout.trim(), head, "{run}");
     let pwd = env.ok(&["vm", "exec", "tiny", "--", "pwd"]);
     assert_eq!(pwd.stdout, "/root/repo\n");
+    let listed = env.ok(&["vm", "exec", "tiny", "--", "ls"]);
+    assert!(!listed.stdout.contains("untracked.txt"), "{listed}");
+    let run = env.run(&["vm", "run", "--include-untracked", "--", "true"]);
+    assert_eq!(run.code, 2, "--include-untracked without PATH: {run}");
+    let run = env.ok(&[
+        "vm",
+        "run",
+        "--rm",
+        "--include-untracked",
+        repo_arg,
+        "--",
+        "cat",
+        "untracked.txt",
+    ]);
+    assert_eq!(run.stdout, "untracked\n", "{run}");
 
     // A file larger than the disk: rejected before anything is written.
     let big = new_repo(env.root.path(), "big");

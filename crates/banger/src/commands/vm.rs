@@ -110,6 +110,9 @@ pub struct RunArgs {
     /// Host git repository to copy into the VM as its workspace; the
     /// command then runs there.
     path: Option<std::path::PathBuf>,
+    /// With PATH: copy untracked files that are not ignored too.
+    #[arg(long, requires = "path")]
+    include_untracked: bool,
     /// Command to run in the guest, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
@@ -356,8 +359,15 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         .map_err(fail)?;
     let shell = args.command.is_empty() && !args.detach && super::workspace::interactive_session();
     let outcome = if let Some(path) = &args.path {
-        let result =
-            super::workspace::run_in_new_vm(&client, &vm.name, path, args.command, shell).await;
+        let result = super::workspace::run_in_new_vm(
+            &client,
+            &vm.name,
+            path,
+            args.include_untracked,
+            args.command,
+            shell,
+        )
+        .await;
         result.map_err(|failure| failure.error)
     } else if shell {
         let shell = super::workspace::shell_in_new_vm(&client, &vm.name).await;

@@ -67,6 +67,7 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// VM to run the command in.
     name: String,
     /// Directory to run the command in [default: the workspace, else /root].
     #[arg(long)]
@@ -85,6 +86,8 @@ pub struct ExecArgs {
     /// Never allocate a pseudo-terminal.
     #[arg(short = 'T', long = "no-tty")]
     no_tty: bool,
+    /// Command and arguments to run, after `--`; they reach the command
+    /// unchanged.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -166,6 +169,7 @@ pub async fn run_in_new_vm(
     client: &Client,
     vm: &str,
     path: &Path,
+    include_untracked: bool,
     command: Vec<String>,
     shell: bool,
 ) -> Result<u8, Failure> {
@@ -173,7 +177,7 @@ pub async fn run_in_new_vm(
         vm: vm.to_string(),
         path: path.to_path_buf(),
         guest_path: DEFAULT_GUEST_PATH.to_string(),
-        include_untracked: false,
+        include_untracked,
         force: false,
     };
     prepare(client, &request, false)

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use banger_api::{ErrorKind, VmRecord, Workspace};
+use banger_api::{ErrorKind, VmRecord, VmState, Workspace};
 use hyper::Method;
 use tokio::sync::{mpsc, oneshot};
 
@@ -101,8 +101,16 @@ pub async fn prepare(
     banger_model::validate_guest_path(&request.guest_path).map_err(|e| {
         cli_error(ErrorKind::Invalid, &e).hint("pass an absolute path such as /root/repo")
     })?;
-    // The VM must exist; a stopped VM is rejected by the exec route below.
     let vm: VmRecord = client.get(&format!("/vms/{}", request.vm)).await?;
+    // A dry run lists the files of a stopped VM too; a copy needs the guest,
+    // so it fails before the repository is read and bundled.
+    if !dry_run && vm.state != VmState::Running {
+        return Err(CliError::new(
+            ErrorKind::Conflict,
+            format!("VM {:?} is {}, not running", vm.name, vm.state),
+        )
+        .hint(format!("start it with `banger vm start {}`", vm.name)));
+    }
     let (repo, manifest) = inspect(request.path.clone(), request.include_untracked).await?;
     if dry_run {
         print_file_list(&manifest)?;
