@@ -109,11 +109,14 @@ pub struct FilesystemStats {
     pub used_bytes: u64,
 }
 
-/// New size for a stopped VM; absent fields keep their value.
+/// New size or backend for a stopped VM; absent fields keep their value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SetVmRequest {
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u32>,
+    /// VMM backend: `auto`, `firecracker` or `qemu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -153,6 +153,16 @@ fn vm_lifecycle_keeps_files_and_survives_daemon_restart() {
     assert!(set.stderr.contains("1 vcpu · 1536 MiB"), "{set}");
     let bad = env.run(&["vm", "set", "dev", "--vcpu", "0"]);
     assert!(bad.stderr.contains("invalid vCPU count 0"), "{bad}");
+    let backend = env.ok(&["vm", "set", "dev", "--vmm", "qemu"]);
+    assert!(
+        backend.stderr.contains("· qemu from its next boot"),
+        "{backend}"
+    );
+    let bad = env.run(&["vm", "set", "dev", "--vmm", "bogus"]);
+    assert!(
+        bad.stderr.contains("invalid VMM backend \"bogus\""),
+        "{bad}"
+    );
 
     env.ok(&["vm", "start", "dev"]);
     let again = env.ok(&["vm", "start", "dev"]);

@@ -41,6 +41,17 @@ impl Events {
         let _ = self.tx.send(Event::Accepted { vm }).await;
     }
 
+    /// Events for an operation whose progress goes only to the daemon log,
+    /// with the receiver, which the caller may drop.
+    pub fn detached() -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(1);
+        let events = Events {
+            tx,
+            operation_id: new_operation_id(),
+        };
+        (events, rx)
+    }
+
     /// Whether the client stopped reading the events (it disconnected).
     pub fn client_gone(&self) -> bool {
         self.tx.is_closed()

@@ -209,23 +209,33 @@ impl Daemon {
         self.start_locked(vm, events).await
     }
 
-    /// Changes the vCPU count and memory of a VM that is not running; they
-    /// apply from its next boot.
+    /// Changes the vCPU count, memory or VMM backend of a VM that is not
+    /// running; they apply from its next boot.
     pub async fn set_vm(&self, name: &str, request: &SetVmRequest) -> ApiResult<VmRecord> {
         let _guard = self.vm_lock(name).await;
         let mut vm = self.vm_record(name)?;
-        if request.vcpus.is_none() && request.memory_mib.is_none() {
+        if request.vcpus.is_none() && request.memory_mib.is_none() && request.vmm.is_none() {
             return Err(
                 ApiError::invalid(format!("nothing to change on VM {name:?}"))
-                    .hint("pass --vcpu N and/or --memory MIB"),
+                    .hint("pass --vcpu N, --memory MIB or --vmm BACKEND"),
             );
         }
         if !vm.state.can_start() {
             return Err(ApiError::conflict(format!(
-                "VM {name:?} is {}; its size changes only while it is stopped",
+                "VM {name:?} is {}; its size and backend change only while it is stopped",
                 vm.state
             ))
             .hint(format!("stop it first with `banger vm stop {name}`")));
+        }
+        if request.vmm.is_some() {
+            let setting = self.requested_vmm(request.vmm.as_deref())?;
+            let kernel = self.kernel_record(&vm.kernel)?;
+            // Progress lines of a JSON request have no reader.
+            let (events, _) = crate::events::Events::detached();
+            let backend = self.choose_backend(setting, &kernel, &events).await?;
+            vm.backend = backend.to_string();
+            self.save(&mut vm)?;
+            tracing::info!(vm = %name, backend = %vm.backend, "VM backend changed");
         }
         let spec = VmSpec {
             vcpus: request.vcpus.unwrap_or(vm.spec.vcpus),

@@ -136,6 +136,9 @@ pub struct SetArgs {
     /// Memory in MiB.
     #[arg(long)]
     memory: Option<u32>,
+    /// VMM backend: auto, firecracker or qemu.
+    #[arg(long)]
+    vmm: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +167,7 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
             let request = SetVmRequest {
                 vcpus: args.vcpu,
                 memory_mib: args.memory,
+                vmm: args.vmm,
             };
             let vm: VmRecord = client
                 .request(
@@ -173,8 +177,8 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
                 )
                 .await?;
             eprintln!(
-                "{}: {} vcpu · {} MiB from its next boot",
-                vm.name, vm.spec.vcpus, vm.spec.memory_mib
+                "{}: {} vcpu · {} MiB · {} from its next boot",
+                vm.name, vm.spec.vcpus, vm.spec.memory_mib, vm.backend
             );
             Ok(0)
         }
