@@ -52,6 +52,10 @@ pub const PREFIX: &str = "/v1";
 /// `Upgrade` protocol name of the exec route.
 pub const EXEC_UPGRADE: &str = "banger-exec";
 
+/// Header of the exec route's `101` response: the id of the agent stream
+/// the command runs on, for `POST /vms/{name}/exec/{stream}/signal`.
+pub const EXEC_STREAM_HEADER: &str = "x-banger-exec-stream";
+
 /// Header that carries the operation id on every response.
 pub const OPERATION_HEADER: &str = "x-banger-operation";
 

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use banger_agent_proto::{
     Decoder, ExecRequest, ExitStatus, Frame, FrameKind, SignalRequest, TtySize, decode_json,
@@ -111,6 +112,19 @@ pub async fn run(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(error_from(response).await);
     }
+    // Signals go through their own route when the daemon names the stream
+    // (daemons before that route do not), so they do not wait behind stdin.
+    let signal_route = response
+        .headers()
+        .get(banger_api::EXEC_STREAM_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .map(|stream| SignalRoute {
+            client: Client {
+                paths: client.paths.clone(),
+            },
+            path: format!("/vms/{vm}/exec/{stream}/signal"),
+        });
     let upgraded = hyper::upgrade::on(response)
         .await
         .map_err(|e| cli_error(ErrorKind::Internal, &RemoteError::Upgrade(e)))?;
@@ -153,7 +167,7 @@ pub async fn run(
             helpers.push(tokio::spawn(forward_chunks(chunks, frames_tx.clone())))
         }
     }
-    helpers.extend(spawn_signal_forwarding(&frames_tx, tty));
+    helpers.extend(spawn_signal_forwarding(&frames_tx, signal_route, tty));
     drop(frames_tx);
 
     let result = receive(&mut rx, output).await;
@@ -270,12 +284,21 @@ fn spawn_stdin_thread(frames: mpsc::Sender<Frame>, close: bool) {
     }
 }
 
+/// The daemon route that delivers signals to one exec stream.
+struct SignalRoute {
+    client: Client,
+    path: String,
+}
+
 /// Forwards Ctrl-C, SIGTERM and SIGHUP to the guest command instead of
 /// leaving it running when the CLI dies, and window size changes to its pty.
+/// Signals take `route` when there is one, else the exec connection.
 fn spawn_signal_forwarding(
     frames: &mpsc::Sender<Frame>,
+    route: Option<SignalRoute>,
     tty: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let route = route.map(Arc::new);
     use tokio::signal::unix::{SignalKind, signal};
     let mut tasks = Vec::new();
     for (kind, number) in [
@@ -287,9 +310,21 @@ fn spawn_signal_forwarding(
             continue;
         };
         let frames = frames.clone();
+        let route = route.clone();
         tasks.push(tokio::spawn(async move {
             while stream.recv().await.is_some() {
                 let request = SignalRequest { signal: number };
+                if let Some(route) = &route {
+                    let sent: Result<(), CliError> = route
+                        .client
+                        .request(Method::POST, &route.path, Some(&request))
+                        .await;
+                    // When the route fails (the command may have ended
+                    // meanwhile), the exec connection carries the signal.
+                    if sent.is_ok() {
+                        continue;
+                    }
+                }
                 let frame = Frame::new(FrameKind::Signal, 0, encode_json(&request));
                 if frames.send(frame).await.is_err() {
                     break;

@@ -435,6 +435,34 @@ fn exit_codes_and_streams(env: &UserEnv) {
         ]);
         assert_eq!(run.code, code, "{run}");
     }
+    // SIGTERM to the CLI reaches a command that never reads the endless
+    // stdin piped to it: the signal does not wait behind that input.
+    let mut child = env
+        .command(&["vm", "exec", "dev", "--", "sleep", "600"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("vm exec did not end within 60 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(143), "{status:?}");
+
     let split = env.ok(&[
         "vm",
         "exec",

@@ -160,6 +160,11 @@ impl AgentConn {
         Ok((id, rx))
     }
 
+    /// Whether stream `id` is open.
+    pub fn has_stream(&self, id: u32) -> bool {
+        self.streams.lock().expect("streams lock").contains_key(&id)
+    }
+
     /// Forgets a stream whose owner has gone.
     pub fn close_stream(&self, id: u32) {
         self.streams.lock().expect("streams lock").remove(&id);

@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use banger_agent_proto::{
-    Decoder, ExecRequest, Frame, FrameKind, StdinAck, decode_json, encode, encode_json,
+    Decoder, ExecRequest, Frame, FrameKind, SignalRequest, StdinAck, decode_json, encode,
+    encode_json,
 };
-use banger_api::EXEC_UPGRADE;
+use banger_api::{EXEC_STREAM_HEADER, EXEC_UPGRADE};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,25 +30,64 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let vm = daemon.running_vm(&name)?;
     let conn = daemon.connect_agent(&vm).await?;
+    let (stream, from_agent) = conn.open_stream().map_err(|e| agent_lost(&vm.name, &e))?;
     let upgrade = hyper::upgrade::on(request);
     let vm_name = vm.name.clone();
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                if let Err(e) = relay(TokioIo::new(upgraded), conn).await {
+                let relayed = relay(TokioIo::new(upgraded), conn, stream, from_agent).await;
+                if let Err(e) = relayed {
                     tracing::info!(vm = %vm_name, error = %e, "exec session ended early");
                 }
             }
-            Err(e) => tracing::warn!(vm = %vm_name, error = %e, "exec upgrade failed"),
+            Err(e) => {
+                conn.close_stream(stream);
+                tracing::warn!(vm = %vm_name, error = %e, "exec upgrade failed");
+            }
         }
     });
     let response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, EXEC_UPGRADE)
+        .header(EXEC_STREAM_HEADER, stream.to_string())
         .body(Body::empty())
         .expect("static response");
     Ok(response)
+}
+
+/// `POST /v1/vms/{name}/exec/{stream}/signal`: delivers a signal to the
+/// command of an exec stream on its own connection. Frames on the exec
+/// connection keep their order, so a signal sent there would wait behind
+/// standard input that the command does not read.
+pub async fn signal(
+    State(daemon): State<Arc<Daemon>>,
+    Path((name, stream)): Path<(String, u32)>,
+    Json(request): Json<SignalRequest>,
+) -> ApiResult<Json<()>> {
+    let vm = daemon.running_vm(&name)?;
+    let conn = daemon
+        .agent(&vm.id)
+        .await
+        .filter(|conn| conn.has_stream(stream))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no command runs on exec stream {stream} of VM {name:?}"
+            ))
+        })?;
+    conn.send(Frame::new(FrameKind::Signal, stream, encode_json(&request)))
+        .map_err(|e| agent_lost(&name, &e))?;
+    tracing::info!(vm = %name, stream, signal = request.signal, "signal forwarded");
+    Ok(Json(()))
+}
+
+fn agent_lost(vm: &str, error: &crate::agent::AgentError) -> ApiError {
+    ApiError::from_error(banger_api::ErrorKind::Unavailable, error)
+        .context(format!("lost the connection to the agent of VM {vm:?}"))
+        .hint(format!(
+            "run the command again; if it fails again, restart the VM with `banger vm restart {vm}`"
+        ))
 }
 
 impl Daemon {
@@ -87,7 +128,12 @@ enum RelayError {
     Client(#[from] std::io::Error),
 }
 
-async fn relay<S>(client: S, conn: Arc<AgentConn>) -> Result<(), RelayError>
+async fn relay<S>(
+    client: S,
+    conn: Arc<AgentConn>,
+    stream: u32,
+    mut from_agent: tokio::sync::mpsc::Receiver<Frame>,
+) -> Result<(), RelayError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -111,7 +157,6 @@ where
     if request.cwd.is_none() {
         request.cwd = Some(DEFAULT_CWD.to_string());
     }
-    let (stream, mut from_agent) = conn.open_stream()?;
     tracing::info!(argv = ?request.argv, stream, "exec started");
     conn.send(Frame::new(
         FrameKind::ExecStart,
@@ -122,8 +167,9 @@ where
     // With a window, stdin waits in `held` while the agent has `window`
     // unacknowledged bytes. The client is not read meanwhile, so a fast
     // writer is slowed down through its socket.
-    // NOTE: frames keep their order, so a `Signal` sent after stdin that the
-    // command does not read waits behind it.
+    // Frames keep their order, so a `Signal` sent here after stdin that the
+    // command does not read waits behind it; the CLI sends signals through
+    // the `signal` route instead.
     let window = conn.stdin_window();
     let mut in_flight = 0usize;
     let mut held: Option<Frame> = None;
@@ -233,6 +279,16 @@ mod tests {
             .unwrap()
     }
 
+    /// Opens a stream on `conn` and relays `relay_end` to it, as the exec
+    /// route does.
+    fn start_relay(
+        relay_end: DuplexStream,
+        conn: Arc<AgentConn>,
+    ) -> tokio::task::JoinHandle<Result<(), RelayError>> {
+        let (stream, from_agent) = conn.open_stream().unwrap();
+        tokio::spawn(relay(relay_end, conn, stream, from_agent))
+    }
+
     fn exec_frame(argv: &[&str]) -> Vec<u8> {
         let request = ExecRequest {
             argv: argv.iter().map(|arg| arg.to_string()).collect(),
@@ -281,11 +337,42 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signal_on_its_own_path_passes_held_stdin() {
+        let conn = real_agent().await;
+        let (client, relay_end) = tokio::io::duplex(256 * 1024);
+        let (stream, from_agent) = conn.open_stream().unwrap();
+        let relay_task = tokio::spawn(relay(relay_end, conn.clone(), stream, from_agent));
+        let (reader, mut writer) = tokio::io::split(client);
+        // `sleep` never reads its stdin, so the relay holds what exceeds the
+        // window and stops reading the client.
+        writer
+            .write_all(&exec_frame(&["sleep", "600"]))
+            .await
+            .unwrap();
+        tokio::spawn(write_stdin(writer, 4 * STDIN_WINDOW));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // The signal route sends straight to the agent's stream.
+        let request = banger_agent_proto::SignalRequest {
+            signal: libc::SIGTERM,
+        };
+        assert!(conn.has_stream(stream));
+        conn.send(Frame::new(FrameKind::Signal, stream, encode_json(&request)))
+            .unwrap();
+        let (_, status) = tokio::time::timeout(Duration::from_secs(30), read_until_exit(reader))
+            .await
+            .expect("the signal did not reach the command");
+        assert_eq!(status.signal, Some(libc::SIGTERM), "{status:?}");
+        relay_task.await.unwrap().unwrap();
+        assert!(!conn.has_stream(stream));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stdin_larger_than_the_window_reaches_the_agent() {
         let conn = real_agent().await;
         assert_eq!(conn.stdin_window(), Some(STDIN_WINDOW));
         let (client, relay_end) = tokio::io::duplex(256 * 1024);
-        let relay_task = tokio::spawn(relay(relay_end, conn));
+        let relay_task = start_relay(relay_end, conn);
         let (reader, mut writer) = tokio::io::split(client);
         writer.write_all(&exec_frame(&["wc", "-c"])).await.unwrap();
         let total = 3 * STDIN_WINDOW + 12345;
@@ -365,7 +452,7 @@ mod tests {
         let conn = AgentConn::handshake(host_end, deadline).await.unwrap();
 
         let (client, relay_end) = tokio::io::duplex(256 * 1024);
-        let relay_task = tokio::spawn(relay(relay_end, conn));
+        let relay_task = start_relay(relay_end, conn);
         let (reader, mut writer) = tokio::io::split(client);
         writer.write_all(&exec_frame(&["cat"])).await.unwrap();
         tokio::spawn(write_stdin(writer, 3 * STDIN_WINDOW));

@@ -32,6 +32,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/vms/{name}/stats", get(crate::stats::stats))
         .route("/vms/{name}/stop", post(stop_vm))
         .route("/vms/{name}/exec", post(crate::exec::exec))
+        .route(
+            "/vms/{name}/exec/{stream}/signal",
+            post(crate::exec::signal),
+        )
         .route("/vms/{name}/logs", get(crate::logs::logs))
         .route("/vms/{name}/kill", post(kill_vm))
         .route("/vms/{name}/workspace", put(crate::workspace::record))
