@@ -102,8 +102,9 @@ pub fn unexported_error(vm: &str, guest_path: &str, work: GuestWork) -> CliError
             ),
         )
         .hint(format!(
-            "export it first with `banger vm workspace export {vm} --since-prepare --output FILE`, \
-             or pass --force to discard it; the guest was not changed"
+            "save it with `banger vm workspace export {vm} --since-prepare --output FILE` \
+             (guest commits arrive as one diff) and then pass --force, \
+             or pass --force alone to discard it; the guest was not changed"
         )),
         GuestWork::Foreign { .. } => CliError::new(
             ErrorKind::Conflict,

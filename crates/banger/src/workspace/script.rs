@@ -109,7 +109,8 @@ macro_rules! unexported_work_fn {
 /// only the commits after the base, or is absent when HEAD is the base.
 /// `read-tree` sets only the index, so the extracted files stay as they
 /// are. Only then does it rename the result into place, replacing what was
-/// at the target. On any failure the EXIT trap removes the temporary
+/// at the target; the ignored files of an earlier workspace move into the
+/// new copy where it has nothing at their path. On any failure the EXIT trap removes the temporary
 /// directory and the target is left as it was. The last line on success is
 /// `banger-workspace-prepared COMMIT`. The ref [`PREPARED_REF`] names the
 /// tree as copied, for `workspace export --since-prepare`.
@@ -205,6 +206,21 @@ if [ -e "$target" ]; then mv "$target" "$tmp/old"; fi
 if ! mv "$tmp/tree" "$target"; then
     [ ! -e "$tmp/old" ] || mv "$tmp/old" "$target"
     fail 1 "failed to move the copy to $target"
+fi
+# Ignored files of the earlier workspace (build output such as target/ or
+# node_modules/) move into the new copy wherever it has nothing at that
+# path, so a prepare does not throw away the guest's build caches. A path
+# that cannot move is removed with the earlier copy.
+if [ -f "$tmp/old/.git/banger-workspace" ]; then
+    git -C "$tmp/old" ls-files -z --others --ignored --exclude-standard --directory |
+        xargs -0 -r sh -c 'from=$1 to=$2
+            shift 2
+            for path do
+                path=${path%/}
+                [ -e "$to/$path" ] || [ -L "$to/$path" ] && continue
+                mkdir -p "$(dirname "$to/$path")" 2>/dev/null &&
+                    mv "$from/$path" "$to/$path" 2>/dev/null || true
+            done' keep-ignored "$tmp/old" "$target" || true
 fi
 sync
 echo "banger-workspace-prepared ${head:-none}"

@@ -245,6 +245,52 @@ fn repeat_prepare_sends_only_new_history() {
 }
 
 #[test]
+fn prepare_again_keeps_ignored_guest_files() {
+    let host = new_repo();
+    std::fs::write(host.path().join(".gitignore"), "target/\n*.log\n").unwrap();
+    std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
+    let first = commit_all(host.path(), "first");
+    let scratch = tempfile::tempdir().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+    let target = guest.path().join("repo");
+    let lock = scratch.path().join("lock");
+    let (archive, repo) = archive_of(host.path(), scratch.path(), false);
+    let run = run_script(&prepare_argv(&target, 1, &repo), &archive, &lock);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Build output made in the guest, ignored by the repository.
+    std::fs::create_dir_all(target.join("target/debug/deps")).unwrap();
+    std::fs::write(target.join("target/debug/deps/lib.rlib"), "cache").unwrap();
+    std::fs::write(target.join("sp ace.log"), "log").unwrap();
+
+    std::fs::write(host.path().join("a.txt"), "second\n").unwrap();
+    let second = commit_all(host.path(), "second");
+    let (archive, repo) = archive_since(host.path(), scratch.path(), false, Some(&first));
+    let run = run_script(
+        &prepare_argv_since(&target, 1, &repo, Some(&first)),
+        &archive,
+        &lock,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(git_in(&target, &["rev-parse", "HEAD"]), second);
+    assert_eq!(
+        std::fs::read_to_string(target.join("target/debug/deps/lib.rlib")).unwrap(),
+        "cache"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("sp ace.log")).unwrap(),
+        "log"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("a.txt")).unwrap(),
+        "second\n"
+    );
+    let status = git_in(&target, &["status", "--porcelain"]);
+    assert_eq!(status, "", "the kept files stay ignored");
+    assert!(leftovers(guest.path()).is_empty());
+}
+
+#[test]
 fn prepare_reports_missing_base_and_keeps_workspace() {
     let host = new_repo();
     std::fs::write(host.path().join("a.txt"), "first\n").unwrap();
