@@ -277,6 +277,8 @@ fn boot_failure_leaves_error_record_and_no_files() {
     let run = env.run(&["vm", "create", "--name", "slow"]);
     assert_ne!(run.code, 0, "{run}");
     assert!(run.stderr.contains("VM \"slow\" failed to boot"), "{run}");
+    assert!(run.stderr.contains("did not answer within 2 s"), "{run}");
+    assert!(run.stderr.contains("raise boot_timeout_secs in"), "{run}");
     let vms = env.vms_json();
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0]["state"], "error");

@@ -64,6 +64,18 @@ fn invalid_names_and_sizes_are_rejected() {
     assert!(run.stderr.contains("hint: use at most 16T"), "{run}");
     assert!(env.vms_json().is_empty(), "{:?}", env.vms_json());
 
+    // A command without its `--` reads as a repository path.
+    for args in [&["vm", "run", "uname"][..], &["vm", "run", "--rm", "uname"]] {
+        let run = env.run(args);
+        assert_eq!(run.code, 125, "{run}");
+        assert!(run.stderr.contains("uname not found"), "{run}");
+        assert!(
+            run.stderr
+                .contains("hint: to run a command, put it after `--`: banger vm run -- uname"),
+            "{run}"
+        );
+    }
+
     // `--rm` without a command and without a terminal would boot a VM only
     // to delete it.
     let run = env.run(&["vm", "run", "--rm"]);

@@ -103,7 +103,37 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
         };
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let config: Self = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks the values that parse but cannot work, so they stop the daemon
+    /// at startup instead of failing every create later.
+    fn validate(&self) -> anyhow::Result<()> {
+        let defaults = &self.vm_defaults;
+        if let Some(text) = &defaults.disk_size {
+            banger_model::parse_size(text)
+                .with_context(|| format!("[vm_defaults] disk_size = {text:?}"))?;
+        }
+        if defaults.vcpus == Some(0) {
+            anyhow::bail!("[vm_defaults] vcpus = 0: use at least 1");
+        }
+        if let Some(memory) = defaults.memory_mib
+            && memory < crate::vms::MIN_MEMORY_MIB
+        {
+            anyhow::bail!(
+                "[vm_defaults] memory_mib = {memory}: use at least {}",
+                crate::vms::MIN_MEMORY_MIB
+            );
+        }
+        if self.boot_timeout_secs == 0 {
+            anyhow::bail!("boot_timeout_secs = 0: use at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +165,28 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("defualt_image = \"x\"").unwrap_err();
         assert!(err.to_string().contains("defualt_image"), "{err}");
+    }
+
+    #[test]
+    fn unusable_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, expected) in [
+            (
+                "[vm_defaults]\ndisk_size = \"1.5G\"\n",
+                "disk_size = \"1.5G\"",
+            ),
+            ("[vm_defaults]\nvcpus = 0\n", "vcpus = 0"),
+            ("[vm_defaults]\nmemory_mib = 16\n", "memory_mib = 16"),
+            ("boot_timeout_secs = 0\n", "boot_timeout_secs = 0"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(error.contains("invalid config file"), "{error}");
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        std::fs::write(&path, "[vm_defaults]\ndisk_size = \"16G\"\nvcpus = 1\n").unwrap();
+        assert!(Config::load(&path).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::events::Events;
 use crate::now_rfc3339;
 
 /// Smallest VM the daemon creates.
-const MIN_MEMORY_MIB: u32 = 256;
+pub const MIN_MEMORY_MIB: u32 = 256;
 const MAX_VCPUS: u32 = 64;
 const MIN_DISK_BYTES: u64 = 64 << 20;
 /// The largest file ext4 stores with 4 KiB blocks, the usual host file
@@ -42,7 +42,9 @@ impl Daemon {
         Ok(Defaults {
             image: self.config.default_image.clone(),
             kernel: self.config.default_kernel.clone(),
-            vcpus: d.vcpus.unwrap_or((host_cpus / 4).clamp(2, 4)),
+            vcpus: d
+                .vcpus
+                .unwrap_or((host_cpus / 4).clamp(2, 4).min(host_cpus)),
             memory_mib: d
                 .memory_mib
                 .unwrap_or((host_mib / 8).clamp(1024, 8192) as u32),
@@ -532,7 +534,20 @@ impl Daemon {
                 let _ = std::fs::remove_dir_all(&run_dir);
                 vm.runtime = None;
                 let tail = console_tail(&spec.console_log, 15);
-                let api = ApiError::from_error(ErrorKind::Internal, &error);
+                let api = match error {
+                    crate::boot::BootError::Timeout => ApiError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "the guest agent did not answer within {} s",
+                            self.config.boot_timeout_secs
+                        ),
+                    )
+                    .hint(format!(
+                        "raise boot_timeout_secs in {} when guests boot slowly on this host",
+                        self.paths.config_file().display()
+                    )),
+                    error => ApiError::from_error(ErrorKind::Internal, &error),
+                };
                 // The console log goes away with a VM that failed to be
                 // created, so its last lines travel in the error.
                 return Err(if tail.is_empty() {
@@ -757,7 +772,12 @@ pub fn console_tail(path: &Path, lines: usize) -> String {
         return String::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // QEMU's microvm has no PCI bus, so the kernel reports that it found no
+    // way to access one on every boot; in a failure's tail it misleads.
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("PCI: Fatal: No config space access"))
+        .collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -770,10 +790,13 @@ fn host_memory_mib() -> Option<u64> {
 
 /// Checks a VM's size against banger's limits.
 fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
+    // More vCPUs than host CPUs only slows every vCPU down.
+    let host_cpus = std::thread::available_parallelism().map_or(u32::MAX, |n| n.get() as u32);
+    let max_vcpus = MAX_VCPUS.min(host_cpus);
     if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
         return Err(
             ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
-                .hint(format!("use 1 to {MAX_VCPUS} vCPUs")),
+                .hint(format!("use 1 to {max_vcpus} vCPUs")),
         );
     }
     if spec.memory_mib < MIN_MEMORY_MIB {
@@ -792,8 +815,6 @@ fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
         ))
         .hint(format!("use at most {host_mib} MiB")));
     }
-    // More vCPUs than host CPUs only slows every vCPU down.
-    let host_cpus = std::thread::available_parallelism().map_or(u32::MAX, |n| n.get() as u32);
     if spec.vcpus > host_cpus {
         return Err(ApiError::invalid(format!(
             "{} vCPUs are more than this host's {host_cpus} CPUs",

@@ -32,7 +32,7 @@ pub enum Command {
     /// Inspect or stop the daemon.
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
-    /// Print banger's ssh_config file, or include it in ~/.ssh/config.
+    /// Print the path of banger's ssh_config file, or include it in ~/.ssh/config.
     SshConfig(ssh::SshConfigArgs),
     /// Install, inspect or remove the systemd units of banger-root and bangerd.
     #[command(subcommand)]

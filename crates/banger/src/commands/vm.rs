@@ -335,13 +335,6 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
         error,
         exit_code: EXIT_BANGER_FAILED,
     };
-    if args.rm && args.command.is_empty() && !super::workspace::interactive_session() {
-        // The VM would be deleted as soon as it booted.
-        return Err(fail(
-            CliError::invalid("`vm run --rm` without a command has nothing to run here")
-                .hint("pass a command after `--`, or run it on a terminal for a shell"),
-        ));
-    }
     if let Some(path) = &args.path {
         // A bad PATH fails before a VM boots for it.
         super::workspace::check_repository(path).map_err(|error| {
@@ -356,6 +349,13 @@ async fn run_vm(args: RunArgs) -> Result<u8, Failure> {
                 fail(error)
             }
         })?;
+    }
+    if args.rm && args.command.is_empty() && !super::workspace::interactive_session() {
+        // The VM would be deleted as soon as it booted.
+        return Err(fail(
+            CliError::invalid("`vm run --rm` without a command has nothing to run here")
+                .hint("pass a command after `--`, or run it on a terminal for a shell"),
+        ));
     }
     let client = Client::connect().await.map_err(fail)?;
     let vm = create(&client, &args.spec, false, args.rm)

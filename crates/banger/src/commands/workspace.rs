@@ -33,9 +33,10 @@ pub struct PrepareArgs {
     vm: String,
     /// A directory in the repository [default: the current directory].
     path: Option<PathBuf>,
-    /// Directory in the guest that receives the repository.
-    #[arg(long, default_value = DEFAULT_GUEST_PATH)]
-    guest_path: String,
+    /// Directory in the guest that receives the repository [default: the
+    /// VM's current workspace, else /root/repo].
+    #[arg(long)]
+    guest_path: Option<String>,
     /// Also copy untracked files that no ignore rule matches.
     #[arg(long)]
     include_untracked: bool,
@@ -100,10 +101,19 @@ pub async fn run(command: WorkspaceCommand) -> Result<u8, Failure> {
                 Some(path) => path,
                 None => current_dir()?,
             };
+            let guest_path = match args.guest_path {
+                Some(guest_path) => guest_path,
+                None => {
+                    let vm: VmRecord = client.get(&format!("/vms/{}", args.vm)).await?;
+                    vm.workspace
+                        .map(|workspace| workspace.guest_path)
+                        .unwrap_or_else(|| DEFAULT_GUEST_PATH.to_string())
+                }
+            };
             let request = PrepareRequest {
                 vm: args.vm,
                 path,
-                guest_path: args.guest_path,
+                guest_path,
                 include_untracked: args.include_untracked,
                 force: args.force,
             };
