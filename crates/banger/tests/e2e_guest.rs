@@ -330,15 +330,13 @@ fn interrupted_vm_run_rm_deletes_its_vm() {
         .spawn()
         .unwrap();
 
-    // Interrupt the CLI once the daemon accepted the request, while the VM is
-    // still being created, as Ctrl-C on a terminal would.
+    // Interrupt the CLI while the guest boots, as Ctrl-C on a terminal
+    // would. The VM is recorded by then.
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let spec = lines.find(|line| {
-        line.as_ref()
-            .is_ok_and(|line| line.starts_with("spec: cut"))
-    });
-    assert!(spec.is_some(), "no spec line before the CLI ended");
+    let booting = lines.find(|line| line.as_ref().is_ok_and(|line| line.contains("booting cut")));
+    assert!(booting.is_some(), "no boot line before the CLI ended");
+    assert_eq!(env.vms_json().len(), 1, "the VM is not recorded");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

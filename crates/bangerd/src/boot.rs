@@ -16,18 +16,25 @@ pub enum BootError {
     Timeout,
     #[error("the guest agent is incompatible")]
     Agent(#[source] AgentError),
+    #[error("the client disconnected during the boot")]
+    Abandoned,
 }
 
 /// Connects to the guest agent and completes the handshake, retrying until
-/// `deadline`. Fails early when the VMM process dies.
+/// `deadline`. Fails early when the VMM process dies or `abandoned` returns
+/// true.
 pub async fn wait_for_agent(
     vmm: &dyn Vmm,
     process: &VmProcess,
     deadline: Instant,
+    abandoned: &(dyn Fn() -> bool + Sync),
 ) -> Result<Arc<AgentConn>, BootError> {
     loop {
         if !vmm.is_running(process) {
             return Err(BootError::VmmExited);
+        }
+        if abandoned() {
+            return Err(BootError::Abandoned);
         }
         if Instant::now() >= deadline {
             return Err(BootError::Timeout);

@@ -19,6 +19,8 @@ use crate::error::ApiResult;
 pub struct Events {
     tx: mpsc::Sender<Event>,
     operation_id: String,
+    /// The operation gives up a boot when the client disconnects.
+    abandon_on_disconnect: bool,
 }
 
 impl Events {
@@ -48,8 +50,24 @@ impl Events {
         let events = Events {
             tx,
             operation_id: new_operation_id(),
+            abandon_on_disconnect: false,
         };
         (events, rx)
+    }
+
+    /// The same events for an operation that gives up waiting for a guest
+    /// once its client disconnects (the create of an ephemeral VM).
+    pub fn abandoning_on_disconnect(&self) -> Self {
+        Self {
+            abandon_on_disconnect: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the operation should stop waiting: it gives up on disconnect
+    /// and its client has disconnected.
+    pub fn abandoned(&self) -> bool {
+        self.abandon_on_disconnect && self.client_gone()
     }
 
     /// Whether the client stopped reading the events (it disconnected).
@@ -78,6 +96,7 @@ where
     let events = Events {
         tx: tx.clone(),
         operation_id: operation_id.clone(),
+        abandon_on_disconnect: false,
     };
     let span = tracing::info_span!("op", op_id = %operation_id);
     let op = operation_id.clone();

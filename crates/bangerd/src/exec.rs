@@ -101,7 +101,7 @@ impl Daemon {
             .ok_or_else(|| ApiError::conflict(format!("VM {:?} has no process record", vm.name)))?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         let vmm = self.backend_of(&process)?;
-        let conn = crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline)
+        let conn = crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline, &|| false)
             .await
             .map_err(|e| {
                 ApiError::from_error(banger_api::ErrorKind::Internal, &e)

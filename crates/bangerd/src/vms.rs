@@ -141,7 +141,12 @@ impl Daemon {
         }
         tracing::info!(vm = %name, id = %vm.id, "VM record created");
 
-        let created = self.build_vm(&mut vm, request.no_start, events).await;
+        let created = if request.ephemeral {
+            let events = events.abandoning_on_disconnect();
+            self.build_vm(&mut vm, request.no_start, &events).await
+        } else {
+            self.build_vm(&mut vm, request.no_start, events).await
+        };
         if !request.ephemeral {
             return created.map(|()| vm);
         }
@@ -519,7 +524,8 @@ impl Daemon {
 
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(self.config.boot_timeout_secs);
-        match crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline).await {
+        let abandoned = || events.abandoned();
+        match crate::boot::wait_for_agent(vmm.as_ref(), &process, deadline, &abandoned).await {
             Ok(conn) => {
                 events
                     .progress(format!(
