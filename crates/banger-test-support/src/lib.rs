@@ -5,7 +5,7 @@
 //! returns early and counts as passed. [`skip`] and [`skip_check`] make
 //! those skips visible. Each prints a line on stderr (shown with
 //! `--nocapture` or when the test fails) and, when the variable named by
-//! [`SKIP_LOG_ENV`] holds a file path, appends the same line to that file,
+//! [`SKIP_LOG_ENV`] contains a file path, appends the same line to that file,
 //! so `scripts/test.sh` can list the skips and count them in its total.
 
 use std::fmt::Display;

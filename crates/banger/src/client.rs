@@ -348,7 +348,7 @@ fn daemon_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("bangerd"))
 }
 
-/// The daemon's fatal error from its log: the last `bangerd: ` line and the
+/// Extracts the daemon's fatal error from its log: the last `bangerd: ` line and the
 /// lines after it (a TOML error spans several), at most 12, else the last 5
 /// lines of the log.
 fn startup_error(log: &str) -> String {

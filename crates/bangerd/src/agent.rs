@@ -160,7 +160,7 @@ impl AgentConn {
         Ok((id, rx))
     }
 
-    /// Whether stream `id` is open.
+    /// Returns whether stream `id` is open.
     pub fn has_stream(&self, id: u32) -> bool {
         self.streams.lock().expect("streams lock").contains_key(&id)
     }

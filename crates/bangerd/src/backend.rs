@@ -193,7 +193,7 @@ impl Daemon {
             VmmSetting::Qemu => Ok(BackendKind::Qemu),
             VmmSetting::Firecracker => {
                 self.backend(BackendKind::Firecracker)?;
-                // The user's choice stands, but a boot that the probe
+                // The user's choice is kept, but a boot that the probe
                 // already saw fail deserves a warning up front.
                 if let Err(reason) = self.firecracker_boots(kernel).await {
                     events

@@ -55,7 +55,7 @@ impl Events {
         (events, rx)
     }
 
-    /// The same events for an operation that gives up waiting for a guest
+    /// Returns the same events for an operation that gives up waiting for a guest
     /// once its client disconnects (the create of an ephemeral VM).
     pub fn abandoning_on_disconnect(&self) -> Self {
         Self {
@@ -70,7 +70,7 @@ impl Events {
         self.abandon_on_disconnect && self.client_gone()
     }
 
-    /// Whether the client stopped reading the events (it disconnected).
+    /// Returns whether the client stopped reading the events (it disconnected).
     pub fn client_gone(&self) -> bool {
         self.tx.is_closed()
     }

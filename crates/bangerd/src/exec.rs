@@ -168,8 +168,8 @@ where
     // unacknowledged bytes. The client is not read meanwhile, so a fast
     // writer is slowed down through its socket.
     // Frames keep their order, so a `Signal` sent here after stdin that the
-    // command does not read waits behind it; the CLI sends signals through
-    // the `signal` route instead.
+    // command does not read waits behind it. The CLI therefore sends signals
+    // through the `signal` route.
     let window = conn.stdin_window();
     let mut in_flight = 0usize;
     let mut held: Option<Frame> = None;

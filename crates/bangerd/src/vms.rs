@@ -59,8 +59,8 @@ impl Daemon {
         })
     }
 
-    /// The record of VM `name`, or a conflict error that says how to start
-    /// it when it is not running.
+    /// Returns the record of VM `name`, or a conflict error with the command
+    /// that starts it when it is not running.
     pub fn running_vm(&self, name: &str) -> ApiResult<VmRecord> {
         let vm = self.vm_record(name)?;
         if vm.state != VmState::Running {
@@ -778,8 +778,9 @@ pub fn console_tail(path: &Path, lines: usize) -> String {
         return String::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    // QEMU's microvm has no PCI bus, so the kernel reports that it found no
-    // way to access one on every boot; in a failure's tail it misleads.
+    // QEMU's microvm has no PCI bus, so the kernel reports on every boot
+    // that it found no way to access one. In a failure's tail that line
+    // reads like the cause.
     let all: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.contains("PCI: Fatal: No config space access"))

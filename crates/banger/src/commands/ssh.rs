@@ -88,7 +88,7 @@ pub async fn ports(name: String) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// One row per port, protocol and process, with the addresses it listens on
+/// Builds one row per port, protocol and process, with the addresses it listens on
 /// joined. A port that listens on loopback only is shown with that address,
 /// because `NAME.vm` does not reach it.
 fn port_rows(name: &str, ports: &[ListeningPort]) -> Vec<Vec<String>> {

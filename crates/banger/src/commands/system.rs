@@ -249,8 +249,8 @@ pub async fn run(command: SystemCommand) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The state of an installed unit as `systemctl is-active` reports it, or
-/// why there is none.
+/// Returns the state of an installed unit as `systemctl is-active` reports
+/// it, or why there is none.
 fn unit_state(unit: &str) -> String {
     if !Path::new("/").join(UNIT_DIR).join(unit).exists() {
         return "not installed (`sudo banger system install --owner USER` installs it)".to_owned();
