@@ -75,9 +75,9 @@ pub struct VmStats {
     pub disk_allocated_bytes: u64,
     /// The VMM process, while the VM runs.
     pub vmm: Option<VmmStats>,
-    /// Figures from inside the guest, while the VM runs and its agent answers.
+    /// Figures from inside the guest, while the VM runs and its agent responds.
     pub guest: Option<GuestStats>,
-    /// Why `guest` is absent although the VM runs.
+    /// Reason `guest` is absent although the VM runs.
     pub guest_error: Option<String>,
 }
 
@@ -235,7 +235,7 @@ impl DoctorCheck {
     }
 }
 
-/// What a create request resolved to, before the VM exists.
+/// Values a create request resolved to, before the VM exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptedVm {
     pub name: String,

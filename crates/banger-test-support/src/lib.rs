@@ -3,10 +3,10 @@
 //!
 //! libtest has no run-time skip: a test whose prerequisites are missing
 //! returns early and counts as passed. [`skip`] and [`skip_check`] make
-//! those skips visible. Each prints a line on stderr (shown with
-//! `--nocapture` or when the test fails) and, when the variable named by
-//! [`SKIP_LOG_ENV`] contains a file path, appends the same line to that file,
-//! so `scripts/test.sh` can list the skips and count them in its total.
+//! those skips visible. Each prints a line on stderr, which libtest shows
+//! with `--nocapture` or when the test fails. When the variable named by
+//! [`SKIP_LOG_ENV`] contains a file path, each also appends the line to
+//! that file, so `scripts/test.sh` can list the skips and count them.
 
 use std::fmt::Display;
 use std::fs::OpenOptions;

@@ -34,7 +34,7 @@ async fn test_guest_passes_and_is_cached() {
         .join(format!("kvm-probe-{}.json", result.key));
     assert!(cache_file.exists());
 
-    // A second probe answers from the cache file: an edited detail shows
+    // A second probe returns the cached result: an edited detail shows
     // that no boot happened.
     let text = std::fs::read_to_string(&cache_file).unwrap();
     let detail = serde_json::to_string(&result.detail).unwrap();

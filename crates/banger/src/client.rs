@@ -176,7 +176,7 @@ impl Client {
         read_json(response).await
     }
 
-    /// Sends `body` as JSON and reads a JSON answer.
+    /// Sends `body` as JSON and reads a JSON response.
     pub async fn request<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -56,8 +56,9 @@ impl CliError {
 /// ```
 ///
 /// The daemon's operation id follows (`operation: 1f3a9c0e`) only for
-/// failures of banger or the host, where the daemon log has more; bad
-/// input, unknown names and conflicts are explained in full by the message.
+/// failures of banger or the host, because the daemon log has more on
+/// those. The message explains bad input, unknown names and conflicts in
+/// full.
 pub fn print_error(error: &CliError) {
     let body = error.body();
     let mut out = std::io::stderr().lock();

@@ -345,7 +345,7 @@ fn interrupted_vm_run_rm_deletes_its_vm() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "{status:?}");
 
-    // The daemon finishes the create, sees the client gone, and deletes the VM.
+    // The daemon gives up the boot because the client is gone, and deletes the VM.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while !env.vms_json().is_empty() {
         assert!(
@@ -389,8 +389,8 @@ fn vm_run_without_command_on_a_terminal_opens_a_shell() {
     env.ok(&["vm", "delete", "shell"]);
 }
 
-/// Unpacks the test kernel package; None when BANGER_TEST_KERNEL_DIR holds
-/// none (scripts/test.sh downloads it).
+/// Unpacks the test kernel package, or returns None when
+/// BANGER_TEST_KERNEL_DIR contains none (scripts/test.sh downloads it).
 fn unpacked_kernel_package(into: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
     let deb = banger_test_support::kernel_deb()?;
     let status = std::process::Command::new("dpkg-deb")

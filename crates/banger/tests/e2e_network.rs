@@ -240,9 +240,9 @@ fn guests_get_addresses_ssh_dns_and_nat() {
         &["vm", "exec", "dev", "--", "ip", "-4", "-o", "addr"],
     );
     assert!(addr.contains(&format!("{dev_ip}/24")), "{addr}");
-    let shown = banger_ok(&env, &main, &["vm", "show", "dev"]);
-    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    assert_eq!(shown["ip"].as_str(), Some(dev_ip.as_str()), "{shown}");
+    let record = banger_ok(&env, &main, &["vm", "show", "dev"]);
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["ip"].as_str(), Some(dev_ip.as_str()), "{record}");
 
     // SSH with the pinned host key.
     let hostname = banger_ok(&env, &main, &["vm", "ssh", "dev", "--", "hostname"]);
@@ -338,7 +338,7 @@ fn guests_get_addresses_ssh_dns_and_nat() {
         "only the masqueraded guest connects"
     );
 
-    // ssh into a stopped VM says how to start it.
+    // ssh into a stopped VM prints how to start it.
     banger_ok(&env, &main, &["vm", "stop", "plain"]);
     let stopped = banger(&env, &main, &["vm", "ssh", "plain", "--", "true"]);
     let stderr = String::from_utf8_lossy(&stopped.stderr);

@@ -286,7 +286,7 @@ pub fn classify_tool_error<E: std::error::Error + 'static>(error: E) -> ApiError
     ApiError::from_error(kind, &error)
 }
 
-/// Where a kernel import reads from.
+/// Source of a kernel import.
 #[derive(Debug, Clone)]
 pub enum KernelSource {
     /// A Debian `linux-image-*` package.
@@ -300,7 +300,7 @@ pub enum KernelSource {
 }
 
 impl KernelSource {
-    /// The paths, for messages and the catalog's source column.
+    /// Formats the paths for messages and the catalog's source column.
     pub fn describe(&self) -> String {
         match self {
             KernelSource::Deb(deb) => deb.display().to_string(),

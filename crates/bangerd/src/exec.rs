@@ -343,7 +343,7 @@ mod tests {
         let (stream, from_agent) = conn.open_stream().unwrap();
         let relay_task = tokio::spawn(relay(relay_end, conn.clone(), stream, from_agent));
         let (reader, mut writer) = tokio::io::split(client);
-        // `sleep` never reads its stdin, so the relay holds what exceeds the
+        // `sleep` never reads its stdin, so the relay keeps what exceeds the
         // window and stops reading the client.
         writer
             .write_all(&exec_frame(&["sleep", "600"]))

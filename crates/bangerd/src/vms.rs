@@ -797,51 +797,60 @@ fn host_memory_mib() -> Option<u64> {
 
 /// Checks a VM's size against banger's limits.
 fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
+    validate_vcpus(spec.vcpus)?;
+    validate_memory(spec.memory_mib)?;
+    validate_disk(spec.disk_size_bytes)
+}
+
+fn validate_vcpus(vcpus: u32) -> ApiResult<()> {
     // More vCPUs than host CPUs only slows every vCPU down.
     let host_cpus = std::thread::available_parallelism().map_or(u32::MAX, |n| n.get() as u32);
-    let max_vcpus = MAX_VCPUS.min(host_cpus);
-    if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
-        return Err(
-            ApiError::invalid(format!("invalid vCPU count {}", spec.vcpus))
-                .hint(format!("use 1 to {max_vcpus} vCPUs")),
-        );
+    if vcpus == 0 || vcpus > MAX_VCPUS {
+        let max_vcpus = MAX_VCPUS.min(host_cpus);
+        return Err(ApiError::invalid(format!("invalid vCPU count {vcpus}"))
+            .hint(format!("use 1 to {max_vcpus} vCPUs")));
     }
-    if spec.memory_mib < MIN_MEMORY_MIB {
-        return Err(
-            ApiError::invalid(format!("invalid memory size {} MiB", spec.memory_mib))
-                .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
-        );
-    }
-    // The VMM cannot get more memory than the host has at all.
-    if let Some(host_mib) = host_memory_mib()
-        && u64::from(spec.memory_mib) > host_mib
-    {
+    if vcpus > host_cpus {
         return Err(ApiError::invalid(format!(
-            "memory size {} MiB is more than this host's {host_mib} MiB",
-            spec.memory_mib
-        ))
-        .hint(format!("use at most {host_mib} MiB")));
-    }
-    if spec.vcpus > host_cpus {
-        return Err(ApiError::invalid(format!(
-            "{} vCPUs are more than this host's {host_cpus} CPUs",
-            spec.vcpus
+            "{vcpus} vCPUs are more than this host's {host_cpus} CPUs"
         ))
         .hint(format!("use at most {host_cpus} vCPUs")));
     }
-    if spec.disk_size_bytes < MIN_DISK_BYTES {
-        return Err(ApiError::invalid(format!(
-            "invalid disk size {}",
-            format_size(spec.disk_size_bytes)
-        ))
-        .hint("use at least 64M"));
+    Ok(())
+}
+
+fn validate_memory(memory_mib: u32) -> ApiResult<()> {
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(
+            ApiError::invalid(format!("invalid memory size {memory_mib} MiB"))
+                .hint(format!("use at least {MIN_MEMORY_MIB} MiB")),
+        );
     }
-    if spec.disk_size_bytes > MAX_DISK_BYTES {
+
+    // The VMM cannot get more memory than the host has at all.
+    if let Some(host_mib) = host_memory_mib()
+        && u64::from(memory_mib) > host_mib
+    {
         return Err(ApiError::invalid(format!(
-            "invalid disk size {}",
-            format_size(spec.disk_size_bytes)
+            "memory size {memory_mib} MiB is more than this host's {host_mib} MiB"
         ))
-        .hint(format!(
+        .hint(format!("use at most {host_mib} MiB")));
+    }
+    Ok(())
+}
+
+fn validate_disk(disk_size_bytes: u64) -> ApiResult<()> {
+    let invalid = || {
+        ApiError::invalid(format!(
+            "invalid disk size {}",
+            format_size(disk_size_bytes)
+        ))
+    };
+    if disk_size_bytes < MIN_DISK_BYTES {
+        return Err(invalid().hint("use at least 64M"));
+    }
+    if disk_size_bytes > MAX_DISK_BYTES {
+        return Err(invalid().hint(format!(
             "use at most {}, the largest file ext4 stores",
             format_size(MAX_DISK_BYTES)
         )));
@@ -849,7 +858,7 @@ fn validate_spec(spec: &VmSpec) -> ApiResult<()> {
     Ok(())
 }
 
-/// The kernel image QEMU boots, or an error that says how to get one.
+/// Returns the kernel image QEMU boots, or an error with the way to get one.
 pub(crate) fn qemu_image(
     files: &banger_image::kernel::KernelArtifacts,
     kernel: &str,

@@ -1,11 +1,11 @@
-//! What banger reads from a kernel's ELF file: its release and whether it
-//! has a PVH entry point.
+//! Reading a kernel's ELF file: its release and whether it has a PVH
+//! entry point.
 
-/// Type of the Xen ELF note that holds the 32-bit PVH entry point.
+/// Type of the Xen ELF note that contains the 32-bit PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 const PT_NOTE: u32 = 4;
 
-/// Whether `bytes` starts like an ELF file.
+/// Returns whether `bytes` starts with the ELF magic number.
 pub fn is_elf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\x7fELF")
 }
@@ -111,7 +111,7 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A minimal ELF64 file with one PT_NOTE segment holding `notes`.
+    /// Builds a minimal ELF64 file with one PT_NOTE segment that contains `notes`.
     fn elf_with_notes(notes: &[u8]) -> Vec<u8> {
         let mut elf = vec![0u8; 64];
         elf[..4].copy_from_slice(b"\x7fELF");

@@ -116,7 +116,7 @@ pub fn import_deb(
 pub(super) struct StagedKernel<'a> {
     pub sha256: &'a str,
     pub release: &'a str,
-    /// What it was imported from, for display.
+    /// Source it was imported from, for display.
     pub source: String,
     /// Absent for a kernel imported as a bare ELF vmlinux.
     pub bzimage: Option<&'a [u8]>,

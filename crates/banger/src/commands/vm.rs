@@ -200,12 +200,12 @@ pub async fn run(command: VmCommand) -> Result<u8, Failure> {
             let client = Client::connect().await?;
             let vm: VmRecord = client.get(&format!("/vms/{name}")).await?;
             // The record plus the leased address, which lives in its own table.
-            let mut shown = serde_json::to_value(&vm).expect("serialises");
+            let mut record = serde_json::to_value(&vm).expect("serialises");
             let ip = super::ssh::addresses(&client).await.remove(&vm.id);
-            shown["ip"] = ip.map_or(serde_json::Value::Null, serde_json::Value::String);
+            record["ip"] = ip.map_or(serde_json::Value::Null, serde_json::Value::String);
             println!(
                 "{}",
-                serde_json::to_string_pretty(&shown).expect("serialises")
+                serde_json::to_string_pretty(&record).expect("serialises")
             );
             Ok(0)
         }

@@ -32,7 +32,7 @@ pub enum ExportError {
     },
 }
 
-/// What an export diffs against.
+/// Base an export diffs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportBase<'a> {
     /// The commit the workspace was prepared at.

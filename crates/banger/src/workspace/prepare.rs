@@ -102,7 +102,7 @@ pub async fn prepare(
         cli_error(ErrorKind::Invalid, &e).hint("pass an absolute path such as /root/repo")
     })?;
     let vm: VmRecord = client.get(&format!("/vms/{}", request.vm)).await?;
-    // A dry run lists the files of a stopped VM too; a copy needs the guest,
+    // A dry run lists the files of a stopped VM too. A copy needs the guest,
     // so it fails before the repository is read and bundled.
     if !dry_run && vm.state != VmState::Running {
         return Err(CliError::new(
@@ -115,11 +115,8 @@ pub async fn prepare(
     if dry_run {
         print_file_list(&manifest)?;
         eprintln!(
-            "dry run: {} files ({}) from {} at {} would be copied to {}:{}",
-            manifest.files.len(),
-            human_bytes(manifest.bytes),
-            display_path(&repo.root),
-            describe_head(&repo),
+            "dry run: {} would be copied to {}:{}",
+            describe_copy(&manifest, &repo),
             request.vm,
             request.guest_path,
         );
@@ -146,11 +143,8 @@ pub async fn prepare(
         _ => None,
     };
     progress(&format!(
-        "copying {} files ({}) from {} at {} to {}:{}",
-        manifest.files.len(),
-        human_bytes(manifest.bytes),
-        display_path(&repo.root),
-        describe_head(&repo),
+        "copying {} to {}:{}",
+        describe_copy(&manifest, &repo),
         request.vm,
         request.guest_path,
     ));
@@ -370,6 +364,17 @@ pub fn git_error(error: GitError) -> CliError {
         _ => ErrorKind::Invalid,
     };
     cli_error(kind, &error)
+}
+
+/// Formats what a copy sends: `N files (SIZE) from ROOT at HEAD`.
+fn describe_copy(manifest: &Manifest, repo: &HostRepo) -> String {
+    format!(
+        "{} files ({}) from {} at {}",
+        manifest.files.len(),
+        human_bytes(manifest.bytes),
+        display_path(&repo.root),
+        describe_head(repo)
+    )
 }
 
 fn describe_head(repo: &HostRepo) -> String {

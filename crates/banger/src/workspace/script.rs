@@ -109,8 +109,8 @@ macro_rules! unexported_work_fn {
 /// only the commits after the base, or is absent when HEAD is the base.
 /// `read-tree` sets only the index, so the extracted files stay as they
 /// are. Only then does it rename the result into place, replacing what was
-/// at the target; the ignored files of an earlier workspace move into the
-/// new copy where it has nothing at their path. On any failure the EXIT trap removes the temporary
+/// at the target. The ignored files of an earlier workspace then move into
+/// the new copy wherever it has nothing at their path. On any failure the EXIT trap removes the temporary
 /// directory and the target is left as it was. The last line on success is
 /// `banger-workspace-prepared COMMIT`. The ref [`PREPARED_REF`] names the
 /// tree as copied, for `workspace export --since-prepare`.

@@ -518,7 +518,7 @@ fn exec_wrapper_reports_missing_programs_like_the_agent() {
     assert_eq!(ran.code, 3);
     assert_eq!(ran.stdout.trim(), dir.path().display().to_string());
 
-    // A path tells a file without execute permission from a missing one.
+    // A path distinguishes a file without execute permission from a missing one.
     std::fs::write(dir.path().join("script"), "#!/bin/sh\n").unwrap();
     let denied = run_wrapper(dir.path(), &["./script"]);
     assert_eq!(denied.code, 126, "{}", denied.stderr);
